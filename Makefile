@@ -1,0 +1,45 @@
+# medcondense: the two commands a new user needs are `make demo` and `make test`.
+# Both install into ./.venv first. TORCH pins the CPU wheel that CI and CPU machines use;
+# on a GPU machine run `make install TORCH=torch` to keep pip's default (CUDA) build.
+
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+PY     := $(VENV)/bin/python
+MC     := $(VENV)/bin/medcondense
+STAMP  := $(VENV)/.installed
+
+DEMO_DIR  ?= demo
+DEMO_TASK ?= aal10
+DEMO_IPC  ?= 10
+
+.PHONY: install demo test bench bench-table clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev,codecs]"
+	touch $(STAMP)
+
+# The whole pipeline on the example data shipped in examples/data (ch2 T1 + AAL atlas):
+# build the brain-region patch task as a DICOM tree, then ingest -> distill -> evaluate -> score -> export.
+demo: install
+	bash examples/pipeline/run_pipeline.sh $(DEMO_DIR)
+
+# pytest exits 5 when it collects no tests; that is reported and mapped to 0, every other code passes on.
+test: install
+	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
+
+bench: install
+	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/distill.py
+
+bench-table: install
+	$(PY) benchmarks/table.py --quick
+
+clean:
+	rm -rf $(DEMO_DIR) build dist .pytest_cache examples/generated benchmarks/results
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

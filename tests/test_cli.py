@@ -1,0 +1,79 @@
+"""The public surface: five stages in --help, --version, lazy imports, exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from medcondense import __version__
+from medcondense.store import SCHEMA
+
+STAGES = ("ingest", "distill", "evaluate", "score", "export")
+
+
+def _run(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "medcondense", *args], capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def test_help_lists_every_stage_and_exit_codes() -> None:
+    result = _run("--help")
+    assert result.returncode == 0
+    for stage in STAGES:
+        assert stage in result.stdout
+    assert "130 interrupted" in result.stdout
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_has_help_with_examples(stage: str) -> None:
+    result = _run(stage, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Examples" in result.stdout and "medcondense " + stage in result.stdout
+
+
+def test_version() -> None:
+    result = _run("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"medcondense {__version__}"
+
+
+def test_help_imports_no_heavy_library() -> None:
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from medcondense.cli import app\n"
+        "for stage in (None, 'ingest', 'distill', 'evaluate', 'score', 'export'):\n"
+        "    args = ['--help'] if stage is None else [stage, '--help']\n"
+        "    assert CliRunner().invoke(app, args).exit_code == 0\n"
+        "heavy = [m for m in ('torch', 'SimpleITK', 'pydicom', 'nibabel', 'h5py', 'matplotlib') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_schema_version_is_pinned() -> None:
+    # A test that fails when the on-disk contract changes without a conscious version bump.
+    assert SCHEMA == "medcondense/1"
+
+
+def test_unknown_option_is_a_usage_error() -> None:
+    result = _run("distill", "--no-such-option")
+    assert result.returncode == 2
+
+
+def test_bad_set_option_is_one_line_exit_2(tmp_path) -> None:
+    result = _run("distill", str(tmp_path / "data.h5"), "--set", "distill.ipc=ten")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("error:") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_stage_on_a_file_that_is_not_ours_exits_3(tmp_path) -> None:
+    bogus = tmp_path / "data.h5"
+    bogus.write_text("not hdf5")
+    for args in (["evaluate", str(bogus), "--real", str(bogus)], ["export", str(bogus), "-o", str(tmp_path / "out")]):
+        result = _run(*args)
+        assert result.returncode == 3, (args, result.stderr)
+        assert "not an HDF5 file" in result.stderr and "Traceback" not in result.stderr
