@@ -1,0 +1,182 @@
+"""Find the images under the input paths: DICOM by content, NIfTI by name, DICOMDIR-aware.
+
+DICOM is recognised by its content (the ``DICM`` marker after the 128-byte preamble, or, for
+preamble-less files, a forced pydicom read that finds Rows and Columns), never by extension.
+A folder holding a ``DICOMDIR`` contributes exactly the files the DICOMDIR references. Hidden
+files and folders are skipped. Anything else becomes a reject with its reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+DICOMDIR_NAME = "DICOMDIR"
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One file to read: its path, the input root it was found under, ``dicom`` or ``nifti``."""
+
+    path: str
+    root: str
+    kind: str
+
+
+@dataclass
+class Discovery:
+    """What :func:`discover` found: candidates in a stable order, and rejects (path, reason)."""
+
+    candidates: list[Candidate] = field(default_factory=list)
+    rejects: list[tuple[str, str]] = field(default_factory=list)
+
+
+def is_nifti(path: Path) -> bool:
+    """True for ``.nii`` / ``.nii.gz`` names."""
+    return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def is_dicom(path: Path) -> bool:
+    """True when ``path`` holds DICOM: the ``DICM`` marker, or a forced read finding Rows/Columns."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    if len(head) == 132 and head[128:132] == b"DICM":
+        return True
+    if len(head) < 8:
+        return False
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, force=True, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
+        return "Rows" in ds and "Columns" in ds
+    except Exception:  # noqa: BLE001 - any parse failure means "not DICOM"
+        return False
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def dicomdir_files(dicomdir: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files referenced by a DICOMDIR (resolved against its folder) and rejects for missing ones."""
+    import pydicom
+
+    files: list[Path] = []
+    rejects: list[tuple[str, str]] = []
+    try:
+        ds = pydicom.dcmread(dicomdir, force=True)
+    except Exception as exc:  # noqa: BLE001
+        return [], [(str(dicomdir), f"unreadable DICOMDIR ({type(exc).__name__})")]
+    for record in ds.get("DirectoryRecordSequence", []):
+        ref = record.get("ReferencedFileID")
+        if ref is None:
+            continue
+        parts = [ref] if isinstance(ref, str) else list(ref)
+        path = dicomdir.parent.joinpath(*[str(p) for p in parts])
+        if not path.exists():
+            # ISO 9660 media are often copied with lower-case names
+            alt = dicomdir.parent.joinpath(*[str(p).lower() for p in parts])
+            path = alt if alt.exists() else path
+        if path.exists():
+            files.append(path)
+        else:
+            rejects.append((str(path), "referenced by the DICOMDIR but missing"))
+    return files, rejects
+
+
+def _walk(root: Path, skip: set[Path]) -> list[Path]:
+    """Regular, non-hidden files under ``root`` (sorted), honouring DICOMDIRs and ``skip``."""
+    found: list[Path] = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not _hidden(d))
+        here = Path(folder)
+        if DICOMDIR_NAME in names:
+            refs, _ = dicomdir_files(here / DICOMDIR_NAME)
+            found.extend(refs)
+            found.append(here / DICOMDIR_NAME)  # marker, resolved by discover()
+            dirs[:] = []
+            continue
+        found.extend(here / n for n in sorted(names) if not _hidden(n))
+    return [p for p in found if p.resolve() not in skip]
+
+
+def classify(path: Path, root: Path, rejects: list[tuple[str, str]]) -> Candidate | None:
+    """A Candidate for an image file, or None (with a reject unless it is ignorable)."""
+    if is_nifti(path):
+        return Candidate(str(path), str(root), "nifti")
+    if not os.access(path, os.R_OK):
+        rejects.append((str(path), "cannot read the file (permission denied)"))
+        return None
+    if is_dicom(path):
+        return Candidate(str(path), str(root), "dicom")
+    rejects.append((str(path), "neither DICOM (no DICM marker, no image tags) nor NIfTI (.nii/.nii.gz)"))
+    return None
+
+
+def discover(inputs: list[str], *, skip: list[str] | None = None, mask_suffix: str | None = None) -> Discovery:
+    """Walk ``inputs`` (folders or files) and classify every file.
+
+    Parameters
+    ----------
+    inputs : folders or files given on the command line
+    skip : files to ignore silently (the labels CSV when it sits among the images)
+    mask_suffix : NIfTI masks (``<stem><suffix>.nii[.gz]``) are paired later, not images
+    """
+    result = Discovery()
+    skip_set = {Path(s).resolve() for s in skip or []}
+    seen: set[Path] = set()
+    for raw in inputs:
+        root = Path(raw)
+        if not root.exists():
+            result.rejects.append((raw, "no such file or folder"))
+            continue
+        if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
+            result.rejects.append((raw, "cannot read the folder (permission denied)"))
+            continue
+        paths = _walk(root, skip_set) if root.is_dir() else [root]
+        for path in paths:
+            if path.name == DICOMDIR_NAME:
+                _, missing = dicomdir_files(path)
+                result.rejects.extend(missing)
+                continue
+            resolved = path.resolve()
+            if resolved in seen:
+                continue
+            seen.add(resolved)
+            if mask_suffix and is_nifti(path) and _strip_nifti(path.name).endswith(mask_suffix):
+                continue
+            candidate = classify(path, root, result.rejects)
+            if candidate is not None:
+                result.candidates.append(candidate)
+    log.info("found %d image files (%d DICOM, %d NIfTI), %d rejected", len(result.candidates),
+             sum(c.kind == "dicom" for c in result.candidates),
+             sum(c.kind == "nifti" for c in result.candidates), len(result.rejects))
+    return result
+
+
+def _strip_nifti(name: str) -> str:
+    lower = name.lower()
+    for suffix in (".nii.gz", ".nii"):
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def mask_for(path: str | Path, suffix: str) -> Path | None:
+    """The mask beside a NIfTI image (``a.nii.gz`` -> ``a<suffix>.nii.gz`` or ``.nii``), if present."""
+    path = Path(path)
+    stem = _strip_nifti(path.name)
+    for ext in (".nii.gz", ".nii"):
+        candidate = path.with_name(stem + suffix + ext)
+        if candidate.exists():
+            return candidate
+    return None

@@ -1,0 +1,578 @@
+"""``medcondense ingest``: discover -> read -> group/sort -> select slices -> resample -> window
+-> normalize -> labels -> split -> one HDF5 file (written atomically).
+
+Memory stays at one volume: each file is decoded, resampled to the small output size at once
+(in worker processes with ``--workers``), and only those small images are kept. Windowing runs
+on the resampled values of one unit (a series or a multi-frame file) at a time.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from medcondense import store
+from medcondense.config import IngestConfig, config_to_dict, default_data_path
+from medcondense.errors import AlreadyDone, ConfigError, NoUsableInputError, StoreError
+from medcondense.ingest import deid, dicom, labels, normalize, split
+from medcondense.ingest import window as win
+from medcondense.ingest.discover import Candidate, discover, mask_for
+from medcondense.ingest.nifti import NiftiVolume, load_canonical, mask_slices, plane_spacing, take_slice
+from medcondense.ingest.resample import resample_slice
+
+log = logging.getLogger(__name__)
+
+ON_ERROR = ("skip", "fail")
+CHANNELS = ("grey", "keep")
+# options that do not change the output, left out of the run key
+_NOT_IN_KEY = ("overwrite", "workers", "on_error", "rejects", "output")
+
+
+# ------------------------------------------------------------------------------ options
+
+
+@dataclass(frozen=True)
+class Options:
+    """Validated options, parsed once."""
+
+    window: win.WindowSpec
+    fractions: tuple[float, float, float]
+    slices: tuple[str, int]
+
+
+def parse_slices(text: str) -> tuple[str, int]:
+    """``all`` | ``every:K`` | ``central:N`` -> (mode, number)."""
+    mode, _, number = (text or "all").strip().lower().partition(":")
+    if mode == "all" and not number:
+        return "all", 0
+    if mode in ("every", "central") and number.isdigit() and int(number) > 0:
+        return mode, int(number)
+    raise ConfigError(f"--slices {text!r}: expected all, every:K or central:N (K, N > 0)")
+
+
+def select_slices(n: int, spec: tuple[str, int]) -> list[int]:
+    """Indices of the slices of an ``n``-slice volume kept by ``spec``."""
+    mode, k = spec
+    if mode == "every":
+        return list(range(0, n, k))
+    if mode == "central" and k < n:
+        start = (n - k) // 2
+        return list(range(start, start + k))
+    return list(range(n))
+
+
+def check_options(config: IngestConfig) -> Options:
+    """Validate the options that are not files; raise ConfigError with the option's name."""
+    if config.size < 4:
+        raise ConfigError(f"--size must be at least 4, got {config.size}")
+    if config.spacing is not None and config.spacing <= 0:
+        raise ConfigError(f"--spacing must be positive, got {config.spacing}")
+    if config.axis not in (0, 1, 2):
+        raise ConfigError(f"--axis must be 0, 1 or 2, got {config.axis}")
+    if config.channels not in CHANNELS:
+        raise ConfigError(f"unknown --channels {config.channels!r}; expected grey or keep")
+    if config.on_error not in ON_ERROR:
+        raise ConfigError(f"unknown --on-error {config.on_error!r}; expected skip or fail")
+    if config.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {config.workers}")
+    lo, hi = (float(v) for v in config.percentiles)
+    if not 0 <= lo < hi <= 100:
+        raise ConfigError(f"percentiles must satisfy 0 <= low < high <= 100, got {config.percentiles}")
+    normalize.check_method(config.normalize)
+    spec = win.parse_window(config.window)
+    if spec.kind == "auto" and config.normalize == "ct":
+        spec = win.WindowSpec("none", name="none (for --normalize ct)")
+    if spec.kind == "none" and config.normalize == "window":
+        log.warning("--window none with --normalize window stores unscaled modality values")
+    return Options(spec, split.check_fractions(config.split), parse_slices(config.slices))
+
+
+# ------------------------------------------------------------------------------ rejects
+
+
+@dataclass
+class Rejects:
+    """Bad inputs: (path, reason). With ``fail`` the first one raises instead."""
+
+    fail: bool = False
+    items: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, path: str, reason: str) -> None:
+        if self.fail:
+            raise NoUsableInputError(reason, path=path, hint="--on-error skip rejects bad files and goes on")
+        log.debug("rejected %s: %s", path, reason)
+        self.items.append((str(path), reason))
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "reason"])
+            writer.writerows(self.items)
+
+
+# ------------------------------------------------------------------------------ collected images
+
+
+@dataclass
+class Collected:
+    """The small output images and their per-image facts, appended unit by unit."""
+
+    images: list[np.ndarray] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    patients: list[str] = field(default_factory=list)
+    fixed_split: list[int | None] = field(default_factory=list)
+    sites: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    series: list[str] = field(default_factory=list)
+    slice_index: list[int] = field(default_factory=list)
+    spacing: list[tuple[float, float, float]] = field(default_factory=list)
+    modalities: Counter = field(default_factory=Counter)
+    units: int = 0
+
+    def add(self, image: np.ndarray, *, label: str, patient: str, fixed: int | None, site: str,
+            source: str, series: str, index: int, spacing: tuple[float, float, float]) -> None:
+        self.images.append(image)
+        self.labels.append(label)
+        self.patients.append(patient)
+        self.fixed_split.append(fixed)
+        self.sites.append(site)
+        self.sources.append(source)
+        self.series.append(series)
+        self.slice_index.append(index)
+        self.spacing.append(spacing)
+
+
+@dataclass
+class Context:
+    """What every step needs: config, options, secret, manifest, rejects, pool, collected."""
+
+    config: IngestConfig
+    options: Options
+    secret: bytes
+    manifest: dict[Path, labels.ManifestRow] | None
+    rejects: Rejects
+    mapper: Callable[..., Iterable[Any]]
+    out: Collected = field(default_factory=Collected)
+    root_warned: set[str] = field(default_factory=set)
+    anonymous: int = 0
+
+
+# ------------------------------------------------------------------------------ workers
+
+
+def dicom_task(args: tuple) -> tuple[list[np.ndarray], float] | str:
+    """Worker: decode one DICOM file's frames and resample each to the output size.
+
+    Returns ([C, size, size] float32 per frame in modality units, output spacing) or a reason.
+    """
+    path, frames, spacing, size, target, channels = args
+    try:
+        arr = dicom.read_frames(path, frames)
+        out, out_spacing = [], 1.0
+        for frame in arr:
+            planes = [resample_slice(p, spacing, size, target) for p in dicom.to_channels(frame, channels)]
+            out_spacing = planes[0][1]
+            out.append(np.stack([p[0] for p in planes]))
+        return out, out_spacing
+    except dicom.DecodeError as exc:
+        return str(exc)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bad file must become a reject, not a crash
+        return f"cannot process the pixel data ({type(exc).__name__})"
+
+
+def nifti_task(args: tuple) -> list[NiftiVolume] | str:
+    """Worker: slice one NIfTI file (and its optional mask) into small resampled images."""
+    path, mask_path, axis, slices, size, target, channels = args
+    try:
+        img = load_canonical(path)
+        if len(img.shape) < 3 or len(img.shape) > 4:
+            return f"expected a 3D or 4D NIfTI image, got shape {tuple(img.shape)}"
+        data = np.asanyarray(img.dataobj, dtype=np.float32)
+        if data.ndim == 3:
+            data = data[..., None]
+        keep = list(range(data.shape[axis]))
+        if mask_path is not None:
+            mask = load_canonical(str(mask_path))
+            if tuple(mask.shape[:3]) != tuple(data.shape[:3]):
+                return f"mask shape {tuple(mask.shape[:3])} differs from the image's {tuple(data.shape[:3])}"
+            keep = mask_slices(np.asanyarray(mask.dataobj)[..., 0] if len(mask.shape) == 4 else np.asanyarray(mask.dataobj), axis)
+        keep = [keep[i] for i in select_slices(len(keep), slices)]
+        row, col, through = plane_spacing(img.header.get_zooms()[:3], axis)
+        groups = [list(range(data.shape[3]))] if channels == "keep" else [[t] for t in range(data.shape[3])]
+        volumes = []
+        for vol_index, group in enumerate(groups):
+            images, out_spacing = [], 1.0
+            for s in keep:
+                planes = [resample_slice(take_slice(data[..., t], axis, s), (row, col), size, target) for t in group]
+                out_spacing = planes[0][1]
+                images.append(np.stack([p[0] for p in planes]))
+            stack = np.stack(images) if images else np.zeros((0, len(group), size, size), np.float32)
+            volumes.append(NiftiVolume(stack, keep, (out_spacing, out_spacing, through), vol_index))
+        return volumes
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        return f"unreadable NIfTI ({type(exc).__name__})"
+
+
+@contextmanager
+def mapper(workers: int) -> Iterator[Callable[..., Iterable[Any]]]:
+    """``map`` in this process, or over a process pool for ``workers > 1``."""
+    if workers <= 1:
+        yield lambda fn, items, chunksize=1: map(fn, items)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield lambda fn, items, chunksize=1: pool.map(fn, items, chunksize=max(1, chunksize))
+
+
+# ------------------------------------------------------------------------------ steps
+
+
+def file_facts(ctx: Context, path: str, root: str, tag_label: str | None) -> tuple[str, labels.ManifestRow | None] | None:
+    """Label (and manifest row) of one file by the precedence rules; None when rejected."""
+    if ctx.manifest is not None:
+        row = ctx.manifest.get(Path(path).resolve())
+        if row is None:
+            ctx.rejects.add(path, "not listed in the labels CSV")
+            return None
+        return row.label, row
+    if tag_label is not None:
+        return tag_label, None
+    label, in_root = labels.folder_label(path, root)
+    if in_root and root not in ctx.root_warned:
+        ctx.root_warned.add(root)
+        log.warning("files directly in an input folder form one class named after the folder (%r)", label)
+    return label, None
+
+
+def patient_of(ctx: Context, header: dicom.Header) -> str:
+    """The raw patient identity: PatientID, else the study, else the series (warned once per run)."""
+    if header.patient_id.upper() not in dicom.ANONYMOUS_IDS:
+        return "pid:" + header.patient_id
+    ctx.anonymous += 1
+    if header.study_uid:
+        return "study:" + header.study_uid
+    return "series:" + (header.series_uid or header.path)
+
+
+def source_of(ctx: Context, path: str, root: str) -> str:
+    rel = deid.relative_source(path, root)
+    return deid.keyed_hash(rel, "path", ctx.secret) if ctx.config.hash_paths else rel
+
+
+def window_unit(images: np.ndarray, ctx: Context, *, modality: str, voi, colour_bits: int | None,
+                monochrome1: bool) -> np.ndarray:
+    """Window one unit's stacked images ``[S, C, H, W]`` (percentiles over the whole unit)."""
+    spec = win.resolve(ctx.options.window, modality=modality, voi=voi, colour_bits=colour_bits)
+    out = win.apply_window(images, spec, tuple(ctx.config.percentiles))
+    return win.invert(out, spec) if monochrome1 else out
+
+
+def ingest_dicom_unit(ctx: Context, unit: dicom.Unit) -> None:
+    """Decode, resample, window and collect one DICOM unit."""
+    cfg = ctx.config
+    first = unit.headers[0]
+    multiframe = first.frames > 1
+    if multiframe:
+        frames = select_slices(first.frames, ctx.options.slices)
+        jobs = [(first, frames)]
+        tasks = [(first.path, frames if len(frames) < first.frames else None, first.pixel_spacing,
+                  cfg.size, cfg.spacing, cfg.channels)]
+    else:
+        keep = select_slices(len(unit.headers), ctx.options.slices) if unit.is_volume else range(len(unit.headers))
+        jobs = [(unit.headers[i], [i if unit.is_volume else -1]) for i in keep]
+        tasks = [(h.path, None, h.pixel_spacing, cfg.size, cfg.spacing, cfg.channels) for h, _ in jobs]
+    facts = {h.path: file_facts(ctx, h.path, h.root, h.label) for h, _ in jobs}
+    todo = [(t, h, idx) for t, (h, idx) in zip(tasks, jobs) if facts[h.path] is not None]
+    results = ctx.mapper(dicom_task, [t for t, _, _ in todo], chunksize=max(1, len(todo) // (4 * cfg.workers)))
+    images: list[np.ndarray] = []
+    kept: list[tuple[dicom.Header, int, float]] = []
+    for (_, h, idx), result in zip(todo, results):
+        if isinstance(result, str):
+            ctx.rejects.add(h.path, result)
+            continue
+        arrays, out_spacing = result
+        for index, arr in zip(idx, arrays):
+            images.append(arr)
+            kept.append((h, index, out_spacing))
+    if not images:
+        return
+    for w in unit.warnings:
+        log.warning("series %s: %s", deid.keyed_hash(unit.series_uid, "series", ctx.secret), w)
+    modality = cfg.modality or deid.safe_modality(first.modality)
+    colour = first.bits_stored if first.samples > 1 else None
+    stack = np.stack(images) if len({a.shape for a in images}) == 1 else None
+    if unit.is_volume and stack is not None:
+        windowed = list(window_unit(stack, ctx, modality=modality, voi=first.voi, colour_bits=colour,
+                                    monochrome1=first.photometric == "MONOCHROME1"))
+    else:
+        windowed = [window_unit(a[None], ctx, modality=modality, voi=h.voi,
+                                colour_bits=h.bits_stored if h.samples > 1 else None,
+                                monochrome1=h.photometric == "MONOCHROME1")[0] for a, (h, _, _) in zip(images, kept)]
+    series_key = deid.keyed_hash(unit.series_uid or first.path, "series", ctx.secret)
+    for image, (h, index, out_spacing) in zip(windowed, kept):
+        label, row = facts[h.path]  # type: ignore[misc]
+        patient = ("csv:" + row.patient) if row is not None and row.patient else patient_of(ctx, h)
+        ctx.out.add(
+            image, label=label, patient=deid.keyed_hash(patient, "patient", ctx.secret),
+            fixed=row.split if row is not None else None,
+            site=(row.site if row is not None and row.site else None) or cfg.site or "",
+            source=source_of(ctx, h.path, h.root), series=series_key, index=index,
+            spacing=(out_spacing, out_spacing, float(unit.slice_spacing)),
+        )
+        ctx.out.modalities[modality] += 1
+    ctx.out.units += 1
+
+
+def ingest_nifti(ctx: Context, candidates: list[Candidate]) -> None:
+    """Slice, resample, window and collect NIfTI files (one file a task)."""
+    cfg = ctx.config
+    todo = []
+    for c in candidates:
+        facts = file_facts(ctx, c.path, c.root, None)
+        if facts is None:
+            continue
+        mask = mask_for(c.path, cfg.mask_suffix) if cfg.mask_suffix else None
+        if cfg.mask_suffix and mask is None:
+            ctx.rejects.add(c.path, f"no mask named *{cfg.mask_suffix}.nii[.gz] beside it")
+            continue
+        todo.append((c, facts, (c.path, mask, cfg.axis, ctx.options.slices, cfg.size, cfg.spacing, cfg.channels)))
+    modality = cfg.modality or "MR"
+    for (c, (label, row), _), result in zip(todo, ctx.mapper(nifti_task, [t for *_, t in todo])):
+        if isinstance(result, str):
+            ctx.rejects.add(c.path, result)
+            continue
+        source = source_of(ctx, c.path, c.root)
+        rel = deid.relative_source(c.path, c.root)
+        patient = ("csv:" + row.patient) if row is not None and row.patient else "file:" + rel
+        for vol in result:
+            if not len(vol.images):
+                continue
+            windowed = window_unit(vol.images, ctx, modality=modality, voi=None, colour_bits=None, monochrome1=False)
+            series_key = deid.keyed_hash(f"{Path(c.path).resolve()}#{vol.volume}", "series", ctx.secret)
+            for image, index in zip(windowed, vol.slice_index):
+                ctx.out.add(
+                    image, label=label, patient=deid.keyed_hash(patient, "patient", ctx.secret),
+                    fixed=row.split if row is not None else None,
+                    site=(row.site if row is not None and row.site else None) or cfg.site or "",
+                    source=source, series=series_key, index=index, spacing=vol.spacing,
+                )
+                ctx.out.modalities[modality] += 1
+            ctx.out.units += 1
+
+
+def read_dicom_headers(ctx: Context, candidates: list[Candidate]) -> list[dicom.Header]:
+    """Headers of all DICOM candidates (in parallel with ``--workers``); rejects for bad ones."""
+    args = [(c.path, c.root, ctx.config.label_tag) for c in candidates]
+    headers = []
+    chunk = max(1, len(args) // (8 * ctx.config.workers))
+    for c, result in zip(candidates, ctx.mapper(dicom.read_header_task, args, chunksize=chunk)):
+        if isinstance(result, str):
+            ctx.rejects.add(c.path, result)
+        else:
+            headers.append(result)
+    return headers
+
+
+# ------------------------------------------------------------------------------ assembling
+
+
+def stack_images(images: list[np.ndarray]) -> np.ndarray:
+    """``[N, C, H, W]``; grey images are repeated when others have several channels (``keep``)."""
+    channels = max(a.shape[0] for a in images)
+    if any(a.shape[0] != channels for a in images):
+        log.warning("mixing grey and %d-channel images: grey images are repeated to %d channels", channels, channels)
+        images = [a if a.shape[0] == channels else np.repeat(a[:1], channels, axis=0) for a in images]
+    return np.stack(images).astype(np.float32, copy=False)
+
+
+def key_config(config: IngestConfig) -> dict[str, Any]:
+    """The config fields that change the output (the run key's extra)."""
+    return {k: v for k, v in config_to_dict(config).items() if k not in _NOT_IN_KEY}
+
+
+def check_existing(output: Path, run_key: str, overwrite: bool) -> None:
+    """AlreadyDone when ``output`` was made from the same inputs/options; ConfigError when it exists otherwise."""
+    if not output.exists() or overwrite:
+        return
+    try:
+        attrs = store.read_attrs(output)
+    except StoreError:
+        raise ConfigError("exists and is not a medcondense file; pass --overwrite to replace it", path=output) from None
+    if attrs.get("run_key") == run_key:
+        raise AlreadyDone(str(output), {
+            "output": str(output), "images": attrs.get("n"), "image_shape": attrs.get("image_shape"),
+            "classes": attrs.get("class_names"), "content_hash": attrs.get("content_hash"),
+        })
+    raise ConfigError("exists and was made from other inputs or options; pass --overwrite to replace it", path=output)
+
+
+def rejects_path(config: IngestConfig, output: Path) -> Path:
+    return Path(config.rejects) if config.rejects else output.with_name(output.name + ".rejects.csv")
+
+
+def run(config: IngestConfig) -> dict[str, Any]:
+    """Ingest ``config.inputs`` into ``config.output``; return a JSON-able summary.
+
+    Raises
+    ------
+    ConfigError
+        Bad options, a labels CSV naming absent files, an existing output from other inputs.
+    NoUsableInputError
+        Nothing readable, everything rejected, or (``--on-error fail``) the first bad file.
+    AlreadyDone
+        The output exists and was made from identical inputs and options.
+    """
+    started = time.time()
+    options = check_options(config)
+    if not config.inputs:
+        raise NoUsableInputError("no input folders or files given")
+    output = Path(config.output or default_data_path())
+    csv_path = Path(config.labels_csv) if config.labels_csv else None
+    if csv_path is not None and not csv_path.is_file():
+        raise ConfigError("labels CSV not found", path=csv_path)
+    found = discover(config.inputs, skip=[str(csv_path)] if csv_path else [], mask_suffix=config.mask_suffix)
+    rejects = Rejects(fail=config.on_error == "fail")
+    if not found.candidates:
+        where = ", ".join(config.inputs)
+        why = f" ({found.rejects[0][1]})" if len(found.rejects) == 1 and not Path(found.rejects[0][0]).is_file() else ""
+        raise NoUsableInputError(f"no readable DICOM or NIfTI files in {where}{why}")
+    for path, reason in found.rejects:
+        rejects.add(path, reason)
+    files = [Path(c.path) for c in found.candidates] + ([csv_path] if csv_path else [])
+    run_key = store.hash_files(files, key_config(config))
+    check_existing(output, run_key, config.overwrite)
+    manifest = labels.read_manifest(csv_path) if csv_path else None
+    from medcondense.console import progress
+
+    with mapper(config.workers) as pool_map:
+        ctx = Context(config, options, deid.site_secret(), manifest, rejects, pool_map)
+        dicoms = [c for c in found.candidates if c.kind == "dicom"]
+        niftis = [c for c in found.candidates if c.kind == "nifti"]
+        headers = read_dicom_headers(ctx, dicoms)
+        units, size_rejects = dicom.group_units(headers)
+        for path, reason in size_rejects:
+            rejects.add(path, reason)
+        with progress("ingest", total=len(units) + (1 if niftis else 0)) as bar:
+            for unit in units:
+                ingest_dicom_unit(ctx, unit)
+                bar.advance()
+            if niftis:
+                ingest_nifti(ctx, niftis)
+                bar.advance()
+    if ctx.anonymous:
+        log.warning("%d image(s) without a usable PatientID: grouped by study for the split", ctx.anonymous)
+    report = rejects_path(config, output)
+    if rejects.items:
+        rejects.write(report)
+        log.warning("%d input(s) rejected; see %s", len(rejects.items), report)
+    if not ctx.out.images:
+        raise NoUsableInputError(
+            f"none of the inputs could be used ({len(rejects.items)} rejected)",
+            hint=f"see {report}" if rejects.items else None,
+        )
+    return _finish(ctx, output, run_key, report, started)
+
+
+def _finish(ctx: Context, output: Path, run_key: str, report: Path, started: float) -> dict[str, Any]:
+    """Normalize, split and write the collected images; build the summary."""
+    cfg, out = ctx.config, ctx.out
+    images = stack_images(out.images)
+    out.images.clear()
+    index = labels.class_index(out.labels)
+    class_names = sorted(index)
+    y = np.array([index[name] for name in out.labels], dtype=np.int64)
+    codes = split.assign(out.patients, list(y), out.fixed_split, ctx.options.fractions, cfg.seed)
+    train = codes == store.SPLIT_TRAIN
+    params = normalize.fit(images, train, cfg.normalize, tuple(cfg.percentiles))
+    images = normalize.apply(images, cfg.normalize, params)
+    modality = cfg.modality or (out.modalities.most_common(1)[0][0] if out.modalities else "OT")
+    if len(out.modalities) > 1 and not cfg.modality:
+        log.warning("several modalities (%s): recording %s", ", ".join(sorted(out.modalities)), modality)
+    preprocessing = {
+        "window": ctx.options.window.name, "percentiles": list(cfg.percentiles), "spacing": cfg.spacing,
+        "size": cfg.size, "normalization": cfg.normalize, "axis": cfg.axis, "slices": cfg.slices,
+        "channels": cfg.channels, "resample": "SimpleITK linear, centred square pad, Gaussian anti-alias",
+    }
+    paths = list(cfg.inputs) + [str(output)] + ([cfg.labels_csv] if cfg.labels_csv else [])
+    from medcondense.provenance import make_provenance
+
+    attrs = {
+        "modality": modality, "laterality": bool(cfg.laterality),
+        "normalization": normalize.normalization_attr(images, train, cfg.normalize, params),
+        "preprocessing": preprocessing,
+        "provenance": make_provenance(stage="ingest", config=config_to_dict(cfg), paths=paths,
+                                      input_hash=run_key, seed=cfg.seed, started=started),
+        "run_key": run_key,
+    }
+    meta = {
+        "source_path": np.array(out.sources, dtype=object),
+        "series_key": np.array(out.series, dtype=object),
+        "patient_key": np.array(out.patients, dtype=object),
+        "slice_index": np.array(out.slice_index, dtype=np.int32),
+        "site": np.array(out.sites, dtype=object),
+        "spacing": np.array(out.spacing, dtype=np.float32).reshape(-1, 3),
+    }
+    image_set = store.ImageSet(images=images, labels=y, split=codes, class_names=class_names,
+                               kind="real", meta=meta, attrs=attrs)
+    digest = store.write(output, image_set, overwrite=cfg.overwrite)
+    result = {
+        "output": str(output),
+        "images": int(images.shape[0]),
+        "image_shape": [int(s) for s in images.shape[1:]],
+        "series": int(out.units),
+        "patients": len(set(out.patients)),
+        "modality": modality,
+        "classes": {name: int((y == i).sum()) for i, name in enumerate(class_names)},
+        "splits": {name: int((codes == code).sum()) for code, name in store.SPLIT_NAMES.items()},
+        "rejects": len(ctx.rejects.items),
+        "rejects_report": str(report) if ctx.rejects.items else None,
+        "content_hash": digest,
+        "seconds": round(time.time() - started, 2),
+    }
+    if ctx.rejects.items:
+        result["exit_code"] = 4
+    return result
+
+
+def render(result: dict[str, Any], console: Any) -> None:
+    """A summary table on stdout (rich)."""
+    from rich.table import Table
+
+    table = Table(title="medcondense ingest", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    if result.get("skipped"):
+        table.add_row("status", "up to date (nothing to do)")
+    table.add_row("output", str(result.get("output")))
+    for key in ("images", "image_shape", "series", "patients", "modality"):
+        if result.get(key) is not None:
+            table.add_row(key, str(result[key]))
+    classes = result.get("classes")
+    if isinstance(classes, dict):
+        table.add_row("classes", ", ".join(f"{k} {v}" for k, v in classes.items()))
+    elif classes:
+        table.add_row("classes", ", ".join(map(str, classes)))
+    if result.get("splits"):
+        table.add_row("splits", ", ".join(f"{k} {v}" for k, v in result["splits"].items()))
+    if "rejects" in result:
+        rejected = str(result["rejects"])
+        if result.get("rejects_report"):
+            rejected += f" (see {result['rejects_report']})"
+        table.add_row("rejected", rejected)
+    if result.get("content_hash"):
+        table.add_row("content hash", str(result["content_hash"])[:16])
+    console.print(table)
