@@ -1,0 +1,12 @@
+"""Distillation: DC, DSA and DM as strategies of one engine, plus coreset baselines.
+
+* :mod:`medcondense.distill.base` -- the method registry (``METHODS``) and the shared loop
+  (real batches per class, the synthetic tensor and its optimizer, checkpoints, resume);
+* :mod:`medcondense.distill.dc`, :mod:`~medcondense.distill.dsa`, :mod:`~medcondense.distill.dm`
+  -- the methods, each supplying its loss;
+* :mod:`medcondense.distill.augment` -- differentiable Siamese augmentation;
+* :mod:`medcondense.distill.coreset` -- random, herding and k-center selection;
+* :mod:`medcondense.distill.pipeline` -- the ``medcondense distill`` stage (``run(config)``).
+
+Nothing is imported here, so importing the package stays cheap.
+"""

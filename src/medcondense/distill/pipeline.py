@@ -1,0 +1,427 @@
+"""``medcondense distill``: read a real set, distil it (DC/DSA/DM) or pick a coreset, write the result.
+
+The stage in order: check the options, read and check the input (a real set with enough train
+images in every class), resolve the hyper-parameters (``--preset`` and the reference defaults;
+explicit options win), skip if the output already holds this exact run, then run the
+:class:`~medcondense.distill.base.Engine` (or the coreset selection) and write the output
+atomically. Images are distilled in standardized units (train-split mean/std of the input) and
+written back in the input's units, so the synthetic file reads like the real one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medcondense import store
+from medcondense.config import DistillConfig, config_to_dict
+from medcondense.distill.base import (
+    DataSpec,
+    Engine,
+    Hyperparameters,
+    LoopState,
+    RealSampler,
+    checkpoint_path_for,
+    load_checkpoint,
+    method_class,
+)
+from medcondense.errors import AlreadyDone, ConfigError
+
+log = logging.getLogger(__name__)
+
+PRESETS = ("quick", "paper")
+INITS = ("real", "noise")
+SWITCHES = ("auto", "on", "off")
+AMP_MODES = ("auto", "off", "bf16")
+SYNTHETIC_METHODS = ("dc", "dsa", "dm")
+CORESET_METHODS = ("random", "herding", "kcenter")
+#: at most this many [iteration, loss] points go into the output's attributes (HDF5 attrs are small)
+MAX_CURVE_POINTS = 500
+
+
+# --------------------------------------------------------------------------- options
+
+
+def check_options(config: DistillConfig) -> None:
+    """Raise ConfigError for option values that cannot work, naming the valid ones."""
+    valid = SYNTHETIC_METHODS + CORESET_METHODS
+    if config.method not in valid:
+        raise ConfigError(f"--method {config.method!r}: expected one of {', '.join(valid)}")
+    if config.preset not in PRESETS:
+        raise ConfigError(f"--preset {config.preset!r}: expected one of {', '.join(PRESETS)}")
+    if config.init not in INITS:
+        raise ConfigError(f"--init {config.init!r}: expected one of {', '.join(INITS)}")
+    if config.batch_classes not in SWITCHES:
+        raise ConfigError(f"--batch-classes {config.batch_classes!r}: expected one of {', '.join(SWITCHES)}")
+    if config.amp not in AMP_MODES:
+        raise ConfigError(f"--amp {config.amp!r}: expected one of {', '.join(AMP_MODES)}")
+    if config.amp == "bf16" and config.method != "dm":
+        raise ConfigError("--amp bf16 is only supported for --method dm (DC/DSA need full-precision second-order gradients)")
+    _check_int("--ipc", config.ipc, 1)
+    for name, value, low in (
+        ("--iterations", config.iterations, 0), ("--outer-loop", config.outer_loop, 1),
+        ("--inner-loop", config.inner_loop, 0), ("--batch-real", config.batch_real, 1),
+        ("--checkpoint-every", config.checkpoint_every, 0),
+    ):
+        if value is not None:
+            _check_int(name, value, low)
+    for name, value in (("--lr-img", config.lr_img), ("--lr-net", config.lr_net)):
+        if value is not None and not (isinstance(value, (int, float)) and value > 0):
+            raise ConfigError(f"{name} {value!r}: expected a positive number")
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{name} {value!r}: expected a whole number >= {low}")
+
+
+def resolve_aug(config: DistillConfig, uses_augmentation: bool, laterality: bool) -> list[str]:
+    """The augmentation ops of the run: ``--aug`` (``none`` for no augmentation) or the default set.
+
+    The default leaves out horizontal flip when the data set says laterality matters.
+    """
+    from medcondense.distill.augment import default_ops, validate_ops
+
+    if not uses_augmentation:
+        if config.aug:
+            log.warning("--method %s does not augment; ignoring --aug %s", config.method, ",".join(config.aug))
+        return []
+    if config.aug is None:
+        return list(default_ops(laterality))
+    if [op.strip().lower() for op in config.aug] == ["none"]:
+        return []
+    try:
+        ops = validate_ops(config.aug)
+    except ConfigError as exc:
+        raise ConfigError(f"--aug: {exc.message} (or none)") from None
+    if "flip" in ops and laterality:
+        log.warning("--aug includes flip although the data set marks laterality as meaningful")
+    return ops
+
+
+def resolve_hyperparameters(config: DistillConfig, device: torch.device, laterality: bool) -> Hyperparameters:
+    """The run's hyper-parameters: explicit options, else ``--preset``, else the reference defaults."""
+    cls = method_class(config.method)
+    outer, inner = 1, 0
+    if cls.uses_loops:
+        from medcondense.distill.dc import loops_for_ipc
+
+        table_outer, table_inner = loops_for_ipc(config.ipc) if config.outer_loop is None or config.inner_loop is None else (0, 0)
+        outer = config.outer_loop if config.outer_loop is not None else table_outer
+        inner = config.inner_loop if config.inner_loop is not None else table_inner
+    batch_classes = config.method == "dm" and (
+        config.batch_classes == "on" or (config.batch_classes == "auto" and device.type == "cuda")
+    )
+    amp = config.amp
+    if amp == "auto":
+        # bf16 autocast for DM on CPU: measured ~2x faster with the same loss curve (benchmarks/distill.py)
+        amp = "bf16" if config.method == "dm" and device.type == "cpu" and _cpu_has_fast_bf16() else "off"
+    return Hyperparameters(
+        method=config.method,
+        ipc=config.ipc,
+        iterations=config.iterations if config.iterations is not None else cls.preset_iterations[config.preset],
+        lr_img=float(config.lr_img if config.lr_img is not None else cls.default_lr_img),
+        lr_net=float(config.lr_net),
+        batch_real=config.batch_real if config.batch_real is not None else cls.preset_batch_real[config.preset],
+        outer_loop=outer,
+        inner_loop=inner,
+        init=config.init,
+        aug=resolve_aug(config, cls.uses_augmentation, laterality),
+        seed=config.seed,
+        batch_classes=batch_classes,
+        amp=amp,
+        preset=config.preset,
+    )
+
+
+def _cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bf16 (AVX512-BF16 / AMX); elsewhere bf16 is emulated and slow."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+# --------------------------------------------------------------------------- input
+
+
+def load_real(path: str | Path, ipc: int) -> store.ImageSet:
+    """Read the input and check that it is a real set that can give ``ipc`` train images per class."""
+    image_set = store.read(path)
+    store.require_kind(image_set, ("real",), path, "distill needs a real set from `medcondense ingest`")
+    c, h, w = image_set.image_shape
+    if h != w:
+        raise ConfigError(f"images are {h}x{w}; distill needs square images (ingest with --size)", path=path)
+    train = image_set.part(store.SPLIT_TRAIN)
+    counts = np.bincount(train.labels, minlength=image_set.num_classes)
+    empty = [image_set.class_names[k] for k in np.flatnonzero(counts == 0)]
+    if empty:
+        raise ConfigError(f"class(es) {', '.join(empty)} have no train images; distill needs every class in the train split", path=path)
+    short = [f"{image_set.class_names[k]} ({counts[k]})" for k in np.flatnonzero(counts < ipc)]
+    if short:
+        raise ConfigError(
+            f"--ipc {ipc} is larger than the train images of class(es) {', '.join(short)}; "
+            f"use --ipc {int(counts.min())} or less", path=path,
+        )
+    return image_set
+
+
+def run_key_for(source_hash: str, hyperparameters: dict[str, Any]) -> str:
+    """A digest of what decides the output: the input's content and the resolved hyper-parameters."""
+    text = json.dumps({"source": source_hash, "hp": hyperparameters}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_existing_output(output: Path, run_key: str, overwrite: bool) -> None:
+    """AlreadyDone when ``output`` holds this exact run; ConfigError when it holds another one."""
+    if overwrite or not output.exists():
+        return
+    try:
+        attrs = store.read_attrs(output)
+    except store.StoreError:
+        attrs = {}
+    if attrs.get("run_key") == run_key:
+        raise AlreadyDone(output, _summary_from_attrs(output, attrs))
+    raise ConfigError("output exists from a different run; pass --overwrite to replace it", path=output)
+
+
+def _summary_from_attrs(output: Path, attrs: dict[str, Any]) -> dict[str, Any]:
+    curve = attrs.get("loss_curve") or []
+    return {
+        "method": attrs.get("method"), "ipc": attrs.get("ipc"), "kind": attrs.get("kind"),
+        "num_images": attrs.get("n"), "content_hash": attrs.get("content_hash"),
+        "source_hash": attrs.get("source_hash"), "final_loss": curve[-1][1] if curve else None,
+    }
+
+
+# --------------------------------------------------------------------------- run
+
+
+def run(config: DistillConfig, *, hooks: Any = None) -> dict[str, Any]:
+    """Run the distill stage; return a JSON-able summary (see :func:`render`).
+
+    ``hooks`` (an :class:`~medcondense.distill.base.EngineHooks`) lets tests and tools watch or
+    interrupt the loop.
+    """
+    from medcondense.device import describe_device, resolve_device, seed_everything
+
+    started = time.time()
+    check_options(config)
+    if not config.input or not config.output:
+        raise ConfigError("distill needs an input file and an output file")
+    device = resolve_device(config.device)
+    real = load_real(config.input, config.ipc)
+    source_hash = str(real.attrs.get("content_hash") or store.content_hash(real))
+    laterality = bool(real.attrs.get("laterality", True))
+    output = Path(config.output)
+    seed_everything(config.seed, config.deterministic)
+    if config.method in CORESET_METHODS:
+        hp = _coreset_hyperparameters(config)
+        run_key = run_key_for(source_hash, hp)
+        check_existing_output(output, run_key, config.overwrite)
+        result = _run_coreset(config, real, hp, device)
+    else:
+        hp_obj = resolve_hyperparameters(config, device, laterality)
+        hp = hp_obj.to_dict()
+        run_key = run_key_for(source_hash, hp)
+        check_existing_output(output, run_key, config.overwrite)
+        result = _run_synthetic(config, real, hp_obj, run_key, source_hash, device, hooks)
+    out_set = result.pop("image_set")
+    out_set.attrs.update(
+        method=config.method, ipc=config.ipc, source_hash=source_hash, hyperparameters=hp, run_key=run_key,
+        provenance=_provenance(config, source_hash, device, started, hp, result),
+    )
+    digest = store.write(output, out_set, overwrite=True)
+    checkpoint = checkpoint_path_for(output)
+    checkpoint.unlink(missing_ok=True)  # the output is complete: the checkpoint has done its job
+    wall = round(time.time() - started, 3)
+    log.info("wrote %s (%d images, %s) in %.1f s", output, out_set.n, out_set.kind, wall)
+    return {
+        "output": str(output), "method": config.method, "ipc": config.ipc, "kind": out_set.kind,
+        "num_images": out_set.n, "classes": list(out_set.class_names), "device": describe_device(device),
+        "wall_time_s": wall, "content_hash": digest, "source_hash": source_hash, "hyperparameters": hp,
+        **result,
+    }
+
+
+def _provenance(config: DistillConfig, source_hash: str, device: torch.device, started: float, hp: dict, result: dict) -> dict:
+    from medcondense.device import describe_device
+    from medcondense.provenance import make_provenance
+
+    return make_provenance(
+        stage="distill", config=config_to_dict(config), paths=[config.input, config.output],
+        input_hash=source_hash, seed=config.seed, device=describe_device(device), started=started,
+        extra={"hyperparameters": hp, "resumed_from": result.get("resumed_from"),
+               "seconds_per_iteration": result.get("seconds_per_iteration")},
+    )
+
+
+def _standardized_train(real: store.ImageSet, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
+    from medcondense.train import standardize
+
+    train = real.part(store.SPLIT_TRAIN)
+    mean, std = real.normalization_stats()
+    x = standardize(train.images, mean, std).to(device)
+    y = torch.as_tensor(train.labels, dtype=torch.long, device=device)
+    return x, y, mean, std
+
+
+def _output_meta(real: store.ImageSet, n: int) -> dict[str, np.ndarray]:
+    """Synthetic images carry only a spacing: the median of the real train images' spacing."""
+    spacing = real.part(store.SPLIT_TRAIN).meta.get("spacing")
+    if spacing is None or len(spacing) == 0:
+        return {}
+    median = np.median(np.asarray(spacing, dtype=np.float32), axis=0)
+    return {"spacing": np.tile(median, (n, 1)).astype(np.float32)}
+
+
+def _copied_attrs(real: store.ImageSet) -> dict[str, Any]:
+    keep = ("normalization", "preprocessing", "modality", "laterality")
+    return {k: real.attrs[k] for k in keep if k in real.attrs}
+
+
+def _init_syn(hp: Hyperparameters, sampler: RealSampler, spec: DataSpec, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Initial synthetic images: ``ipc`` distinct real images per class, or standard normal noise."""
+    if hp.init == "noise":
+        shape = (spec.num_classes * hp.ipc, spec.channels, spec.image_size, spec.image_size)
+        return torch.randn(shape, generator=generator).to(device)
+    return torch.cat([sampler.sample(c, hp.ipc, generator) for c in range(spec.num_classes)]).detach().clone()
+
+
+def _run_synthetic(
+    config: DistillConfig, real: store.ImageSet, hp: Hyperparameters, run_key: str, source_hash: str,
+    device: torch.device, hooks: Any,
+) -> dict[str, Any]:
+    from medcondense.console import progress
+    from medcondense.train import destandardize
+
+    x, y, mean, std = _standardized_train(real, device)
+    spec = DataSpec(channels=real.image_shape[0], image_size=real.image_shape[1], num_classes=real.num_classes)
+    sampler = RealSampler([x[y == c] for c in range(spec.num_classes)])
+    syn_labels = torch.arange(spec.num_classes, device=device).repeat_interleave(hp.ipc)
+    method = method_class(hp.method)(hp, spec, device)
+    checkpoint = checkpoint_path_for(config.output)
+    engine = Engine(method, sampler, syn_labels, checkpoint=checkpoint, checkpoint_every=config.checkpoint_every,
+                    run_key=run_key, source_hash=source_hash, hooks=hooks)
+    state, resumed_from = _start_state(config, engine, hp, sampler, spec, device, checkpoint, run_key, source_hash)
+    log.info("distilling %s: %d classes x IPC %d, %d iterations (from %d) on %s; hyper-parameters %s",
+             hp.method, spec.num_classes, hp.ipc, hp.iterations, state.iteration, device, _short_hp(hp))
+    t0 = time.time()
+    with progress(f"distill {hp.method}", total=hp.iterations + 1 - state.iteration) as bar:
+        final = engine.run(state, progress=bar)
+    done = max(1, hp.iterations + 1 - state.iteration)
+    images = destandardize(final.syn.detach(), mean, std).cpu().numpy()
+    image_set = store.ImageSet(
+        images=images, labels=syn_labels.cpu().numpy(), split=np.zeros(images.shape[0], dtype=np.uint8),
+        class_names=list(real.class_names), kind="synthetic", meta=_output_meta(real, images.shape[0]),
+        attrs={**_copied_attrs(real), "loss_curve": _thin_curve(final.loss_curve)},
+    )
+    curve = final.loss_curve
+    return {
+        "image_set": image_set, "iterations": hp.iterations, "resumed_from": resumed_from,
+        "seconds_per_iteration": round((time.time() - t0) / done, 4),
+        "loss_first": curve[0][1] if curve else None, "final_loss": curve[-1][1] if curve else None,
+    }
+
+
+def _start_state(config, engine, hp, sampler, spec, device, checkpoint, run_key, source_hash) -> tuple[LoopState, int | None]:
+    """A fresh state (seeded generator, initial images) or, with ``--resume``, the checkpoint's."""
+    if config.resume and checkpoint.exists():
+        payload = load_checkpoint(checkpoint, run_key, source_hash)
+        log.info("resuming from %s at iteration %d", checkpoint, payload["iteration"])
+        return engine.state_from_checkpoint(payload), int(payload["iteration"])
+    if config.resume:
+        log.warning("--resume: no checkpoint at %s; starting from the beginning", checkpoint)
+    elif checkpoint.exists():
+        log.warning("an earlier checkpoint %s exists; starting over (pass --resume to continue it)", checkpoint)
+    generator = torch.Generator().manual_seed(hp.seed)
+    syn = _init_syn(hp, sampler, spec, generator, device)
+    return engine.initial_state(syn, generator), None
+
+
+def _short_hp(hp: Hyperparameters) -> str:
+    keys = ("lr_img", "batch_real", "outer_loop", "inner_loop", "aug", "batch_classes", "amp")
+    return ", ".join(f"{k}={getattr(hp, k)}" for k in keys)
+
+
+def _thin_curve(curve: list[list[float]]) -> list[list[float]]:
+    """At most :data:`MAX_CURVE_POINTS` evenly spaced points, always keeping the last."""
+    if len(curve) <= MAX_CURVE_POINTS:
+        return [[int(i), float(v)] for i, v in curve]
+    step = -(-len(curve) // MAX_CURVE_POINTS)
+    picked = curve[::step]
+    if picked[-1] is not curve[-1]:
+        picked.append(curve[-1])
+    return [[int(i), float(v)] for i, v in picked]
+
+
+# --------------------------------------------------------------------------- coresets
+
+
+def _coreset_hyperparameters(config: DistillConfig) -> dict[str, Any]:
+    return {"method": config.method, "ipc": config.ipc, "seed": config.seed,
+            "net": {"name": "convnet", "width": 128, "depth": 3, "norm": "instancenorm"}}
+
+
+def _run_coreset(config: DistillConfig, real: store.ImageSet, hp: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Pick ``ipc`` real train images per class (random, herding or k-center in a ConvNet embedding)."""
+    from medcondense.distill.coreset import select_coreset
+    from medcondense.nets import build_net
+
+    x, y, _, _ = _standardized_train(real, device)
+    torch.manual_seed(config.seed)
+    net_cfg = dict(hp["net"])
+    net = build_net(net_cfg.pop("name"), real.image_shape[0], real.num_classes, real.image_shape[1], **net_cfg).to(device)
+    net.eval()
+    generator = torch.Generator().manual_seed(config.seed)
+    with torch.no_grad():
+        index = select_coreset(config.method, x, y, config.ipc, net=net, generator=generator, num_classes=real.num_classes)
+    index = np.sort(np.asarray(torch.as_tensor(index).cpu(), dtype=np.int64))
+    train = real.part(store.SPLIT_TRAIN)
+    subset = train.select(index)
+    order = np.argsort(subset.labels, kind="stable")  # class order, like a synthetic set
+    subset = subset.select(order)
+    subset.kind = "subset"
+    subset.attrs = _copied_attrs(real)
+    return {"image_set": subset, "iterations": 0, "resumed_from": None}
+
+
+# --------------------------------------------------------------------------- output
+
+
+def render(result: dict[str, Any], console: Any) -> None:
+    """The result as a small table on stdout."""
+    from rich.table import Table
+
+    table = Table(title="medcondense distill", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    if result.get("skipped"):
+        table.add_row("status", "up to date (same input and options); --overwrite to redo")
+    rows = [
+        ("output", result.get("output")), ("method", result.get("method")), ("kind", result.get("kind")),
+        ("ipc", result.get("ipc")), ("images", result.get("num_images")), ("device", result.get("device")),
+        ("iterations", result.get("iterations")), ("resumed from", result.get("resumed_from")),
+        ("loss first -> last", _loss_text(result)), ("s / iteration", result.get("seconds_per_iteration")),
+        ("wall time s", result.get("wall_time_s")),
+    ]
+    for name, value in rows:
+        if value is not None:
+            table.add_row(name, str(value))
+    console.print(table)
+
+
+def _loss_text(result: dict[str, Any]) -> str | None:
+    first, last = result.get("loss_first"), result.get("final_loss")
+    if first is None or last is None:
+        return None
+    return f"{first:.4f} -> {last:.4f}"
