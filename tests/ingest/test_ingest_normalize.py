@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+
+from medcondense.errors import ConfigError
+from medcondense.ingest import normalize
+
+
+def images():
+    rng = np.random.default_rng(0)
+    x = rng.normal(100, 20, size=(20, 2, 8, 8)).astype(np.float32)
+    x[:, :, 0, 0] = -1000  # background
+    return x
+
+
+def test_zscore_uses_train_statistics_only():
+    x = images()
+    train = np.arange(20) < 10
+    x[~train] += 500  # shifted val/test must not move the statistics
+    params = normalize.fit(x, train, "zscore")
+    out = normalize.apply(x.copy(), "zscore", params)
+    attr = normalize.normalization_attr(out, train, "zscore", params)
+    assert np.allclose(attr["train_mean"], 0, atol=1e-4) and np.allclose(attr["train_std"], 1, atol=1e-4)
+    assert out[~train].mean() > out[train].mean() + 1
+
+
+def test_ct_clips_foreground_percentiles():
+    x = images()
+    train = np.ones(20, bool)
+    params = normalize.fit(x, train, "ct", (0.5, 99.5))
+    assert min(params["clip_low"]) > -1000  # the background is not foreground
+    out = normalize.apply(x.copy(), "ct", params)
+    for ch in range(2):
+        low = (params["clip_low"][ch] - params["mean"][ch]) / params["std"][ch]
+        assert out[:, ch].min() >= low - 1e-4
+    assert set(normalize.normalization_attr(out, train, "ct", params)) == {"method", "params", "train_mean", "train_std"}
+
+
+def test_window_keeps_values_and_unknown_method_raises():
+    x = images()
+    assert normalize.apply(x, "window", normalize.fit(x, np.ones(20, bool), "window")) is x
+    with pytest.raises(ConfigError, match="normalize"):
+        normalize.check_method("minmax")
