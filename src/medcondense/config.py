@@ -65,7 +65,7 @@ class DistillConfig:
     inner_loop: int | None = None
     lr_img: float | None = None
     lr_net: float = 0.01
-    batch_real: int = 256
+    batch_real: int | None = None  # None: from --preset (quick 64, paper 256 = the reference)
     init: str = "real"
     aug: list[str] | None = None
     device: str = "auto"
@@ -117,6 +117,10 @@ class ScoreConfig:
     calibration: str | None = None
     calibrate: list[str] = field(default_factory=list)
     output: str | None = None
+    full_steps: int = 2000
+    embed_nets: int = 3
+    max_per_class: int = 500
+    ssim_topk: int = 8
 
 
 @dataclass
