@@ -354,7 +354,8 @@ def export(
     formats: Optional[str] = typer.Option(None, "--format", help="png | nifti | dicom | npz | card | all, comma-separated [default: png]."),
     stack: Optional[bool] = typer.Option(None, "--stack/--no-stack", help="NIfTI: one stack per class instead of one file per image."),
     uid_root: Optional[str] = typer.Option(None, "--uid-root", help="DICOM UID root for the fresh UIDs [default: pydicom's]."),
-    report: Optional[Path] = typer.Option(None, "--report", help="An evaluate/score report JSON to put in the data card."),
+    report: Optional[List[Path]] = typer.Option(None, "--report", help="An evaluate or score JSON whose numbers go into the data card (repeatable)."),
+    license: Optional[str] = typer.Option(None, "--license", help="Licence text for the data card [default: a reminder to choose one]."),
     allow_real: Optional[bool] = typer.Option(None, "--allow-real/--no-allow-real", help="Allow DICOM export of real images (subset or real sets); identifiers are stripped."),
     overwrite: Optional[bool] = OverwriteOpt,
     config: Optional[List[Path]] = ConfigOpt,
@@ -365,17 +366,25 @@ def export(
 ) -> None:
     """Write a set as PNG, NIfTI, DICOM Secondary Capture or MedMNIST-style npz, with a data card.
 
+    Formats: png (per image + class grid), nifti (modality values, affine from the spacing),
+    dicom (Secondary Capture, one series per class, no patient data, values restored to the
+    ingest window), npz (MedMNIST keys train/val/test_images/_labels), card (CARD.md + card.json).
+    The output folder is written whole or not at all. Real images (kind real or subset) are never
+    called synthetic, and DICOM of them needs --allow-real.
+
     Examples:
 
       medcondense export syn_dsa_ipc10.h5 --format all -o shared_set/
+
+      medcondense export syn_dm_ipc10.h5 --format dicom,card --report report.json --report score.json -o out/
 
       medcondense export data.h5 --format png -o inspect/
     """
     cfg = _config_or_exit(lambda: build_config(
         ExportConfig, **_common(config, sets),
         input=str(data), output=str(output) if output else None, formats=_split_list(formats),
-        stack=stack, uid_root=uid_root, report=str(report) if report else None,
-        allow_real=allow_real, overwrite=overwrite,
+        stack=stack, uid_root=uid_root, report=[str(p) for p in report] if report else None,
+        license=license, allow_real=allow_real, overwrite=overwrite,
     ))
     if cfg.output is None:
         cfg.output = str(Path(cfg.input).with_name(Path(cfg.input).stem + "_export"))

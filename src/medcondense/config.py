@@ -132,7 +132,8 @@ class ExportConfig:
     formats: list[str] = field(default_factory=lambda: ["png"])
     stack: bool = False
     uid_root: str | None = None
-    report: str | None = None
+    report: list[str] = field(default_factory=list)
+    license: str = ""
     allow_real: bool = False
     overwrite: bool = False
 
