@@ -77,6 +77,20 @@ class ExportContext:
             names.append(f"{folders[label]}_{k:05d}")
         return names
 
+    def patient_pseudonyms(self) -> list[str]:
+        """A placeholder patient per image, numbered within this export, never derived from an ID.
+
+        Real images: ``ANON0001``... one per distinct ``meta/patient_key`` (so patient-level splits
+        stay possible downstream); a synthetic set: ``SYNTHETIC`` (its images belong to no patient).
+        """
+        s = self.image_set
+        keys = s.meta.get("patient_key")
+        if self.is_synthetic or keys is None:
+            tag = "SYNTHETIC" if self.is_synthetic else "ANONYMOUS"
+            return [tag] * s.n
+        numbers: dict[str, int] = {}
+        return [f"ANON{numbers.setdefault(str(k), len(numbers) + 1):04d}" for k in keys.tolist()]
+
     def spacing(self, index: int) -> tuple[float, float, float]:
         """(column, row, slice) spacing in mm of image ``index``: meta/spacing, then preprocessing."""
         meta = self.image_set.meta.get("spacing")

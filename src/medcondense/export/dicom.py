@@ -7,7 +7,8 @@ What is written (``dicom/<class>/<class>_<k>.dcm`` and ``dicom/manifest.csv``):
   for real images (a subset or real set, which need ``--allow-real``); ImageType
   ``DERIVED\\SECONDARY``.
 - No identifier from anywhere: PatientName ``SYNTHETIC^<METHOD>`` / PatientID ``SYNTHETIC``
-  (``ANONYMOUS^<KIND>`` / ``ANONYMOUS`` for real images), every other patient/study attribute
+  (``ANONYMOUS^<KIND>`` / ``ANON0001``... numbered per patient within the export for real
+  images, so patient-level splits stay possible), every other patient/study attribute
   empty, PatientIdentityRemoved ``YES``. UIDs are fresh under ``--uid-root``, derived from the
   set's content hash, so exporting the same set twice gives the same UIDs.
 - ImageComments and DerivationDescription say what the image is (synthetic, which method; or
@@ -18,7 +19,8 @@ What is written (``dicom/<class>/<class>_<k>.dcm`` and ``dicom/manifest.csv``):
   window, so ``ingest --window voi`` reproduces the set. When the window is unknown the
   rescaled values are the set's window-space values (0..1, RescaleType ``US``) and the window
   tags span the image. RGB images are stored as 8-bit RGB in the display range.
-- ``manifest.csv`` (path,label,split) lets ``ingest --labels`` restore the splits.
+- ``manifest.csv`` (path,label,patient,split) lets ``ingest --labels`` restore labels and splits;
+  the patient column holds the same placeholders as PatientID.
 """
 
 from __future__ import annotations
@@ -76,11 +78,13 @@ def export(ctx: ExportContext, root: Path) -> FormatResult:
     folders = ctx.class_dir_names()
     rgb = s.image_shape[0] == 3
     values = channels_last(to_uint8(ctx.intensity.to_display(s.images))) if rgb else ctx.intensity.to_modality(s.images)[:, 0]
-    rows: list[tuple[str, str, str]] = []
+    rows: list[tuple[str, str, str, str]] = []
     instance = [0] * s.num_classes
+    patients = ctx.patient_pseudonyms()
     for index, (name, label) in enumerate(zip(ctx.image_names(), s.labels.tolist())):
         instance[label] += 1
         ds = _dataset(ctx, index, label, study_uid, series_uids[label], instance[label], uid_root)
+        ds.PatientID = patients[index]
         if rgb:
             _set_pixels_rgb(ds, values[index])
         else:
@@ -88,7 +92,10 @@ def export(ctx: ExportContext, root: Path) -> FormatResult:
         target = out / folders[label]
         target.mkdir(parents=True, exist_ok=True)
         ds.save_as(target / f"{name}.dcm", enforce_file_format=True)
-        rows.append((f"{folders[label]}/{name}.dcm", s.class_names[label], store.SPLIT_NAMES[int(s.split[index])]))
+        split = store.SPLIT_NAMES[int(s.split[index])]
+        # a synthetic image has no patient; one per split keeps ingest's patient-level check happy
+        patient = f"{patients[index]}-{split}" if ctx.is_synthetic else patients[index]
+        rows.append((f"{folders[label]}/{name}.dcm", s.class_names[label], patient, split))
     _write_manifest(out / "manifest.csv", rows)
     notes = [] if ctx.intensity.known else ["window unknown: DICOM values are window-space 0..1 (RescaleType US)"]
     return FormatResult(FOLDER, s.n + 1, notes)
@@ -225,10 +232,10 @@ def _image_pixel(ds: Any, stored: np.ndarray, *, samples: int) -> None:
     ds.PixelData = stored.tobytes()
 
 
-def _write_manifest(path: Path, rows: list[tuple[str, str, str]]) -> None:
-    """path,label,split for ``ingest --labels`` (paths relative to the dicom folder)."""
+def _write_manifest(path: Path, rows: list[tuple[str, str, str, str]]) -> None:
+    """path,label,patient,split for ``ingest --labels`` (paths relative to the dicom folder)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "label", "split"])
+        writer.writerow(["path", "label", "patient", "split"])
         writer.writerows(rows)
