@@ -36,3 +36,16 @@ def config(tmp_path):
         return IngestConfig(inputs=[str(i) for i in inputs], **kwargs)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """CLI runs install a handler on the ``medcondense`` logger (and stop propagation); undo it."""
+    import logging
+
+    logger = logging.getLogger("medcondense")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+    logger.propagate = propagate

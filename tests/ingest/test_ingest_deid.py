@@ -83,6 +83,7 @@ def test_no_phi_in_file_logs_or_json(tmp_path, caplog):
     assert result.exit_code == 4, result.output
     summary = json.loads(result.stdout)
     assert summary["images"] == 3
+    assert "1 input(s) rejected" in result.stderr  # the CLI's log lines are captured here
     haystacks = {"hdf5": all_text(out), "logs": caplog.text, "cli": result.output,
                  "rejects": (tmp_path / "out.h5.rejects.csv").read_text()}
     assert "cls/f0" in haystacks["hdf5"]  # the search does see dataset strings

@@ -29,3 +29,14 @@ def test_mask_uses_nearest_neighbour():
     out, _ = resample_slice(mask, (1.0, 1.0), 16, mask=True)
     assert set(np.unique(out)) <= {0.0, 3.0}
     assert (out == 3).any()
+
+
+def test_downsampling_is_anti_aliased_and_centred():
+    checker = (np.indices((512, 512)).sum(axis=0) % 2).astype(np.float32)
+    out, _ = resample_slice(checker, (0.5, 0.5), 64)
+    assert np.allclose(out, 0.5, atol=1e-5)  # no moire from the fine pattern
+    halves = np.zeros((512, 512), np.float32)
+    halves[:, 256:] = 1.0
+    out, _ = resample_slice(halves, (0.5, 0.5), 64)
+    assert out[:, :31].max() == 0.0 and out[:, 33:].min() == 1.0
+    np.testing.assert_allclose(out[:, :32].mean() + out[:, 32:].mean(), 1.0, atol=1e-5)
