@@ -92,6 +92,7 @@ class EvaluateConfig:
     test_site: str | None = None
     lr: float = 0.01
     batch_size: int = 256
+    full_steps: int = 1000  # SGD-step budget of the full-train-split baseline (see docs/evaluate.md)
     device: str = "auto"
     seed: int = 0
     output: str | None = None
