@@ -2,7 +2,8 @@
 
 Writes an N-slice 512x512 int16 CT series (RescaleIntercept -1024) with pydicom into a temporary
 folder, ingests it to 64 px once per worker count in a fresh child process, and reports
-slices/s and the child's peak memory (ru_maxrss of the child and of its worker processes).
+slices/s (wall clock, and per CPU-second: on a shared machine the wall clock includes waiting
+for other people's processes; ``load_average`` is recorded for that reason) and the child's peak memory (ru_maxrss of the child and of its worker processes).
 
     python benchmarks/ingest.py                 # 1,000 slices, workers 1 and 2
     python benchmarks/ingest.py --slices 200    # a short run
@@ -31,13 +32,16 @@ import json, resource, sys, time
 from medcondense.config import IngestConfig
 from medcondense.ingest import pipeline
 cfg = IngestConfig(inputs=[sys.argv[1]], output=sys.argv[2], size=64, workers=int(sys.argv[3]), overwrite=True)
-t = time.perf_counter()
+def cpu():
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+t, c = time.perf_counter(), cpu()
 result = pipeline.run(cfg)
-seconds = time.perf_counter() - t
+seconds, cpu_s = time.perf_counter() - t, cpu() - c
 own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(json.dumps({"seconds": seconds, "images": result["images"], "maxrss_mb": own / 1024,
-                  "worker_maxrss_mb": kids / 1024}))
+print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_s, "images": result["images"],
+                  "maxrss_mb": own / 1024, "worker_maxrss_mb": kids / 1024}))
 """
 
 
@@ -97,7 +101,8 @@ def main() -> None:
         runs = []
         for workers in args.workers:
             r = run_child(folder, Path(tmp) / f"out{workers}.h5", workers)
-            r.update(workers=workers, slices_per_s=r["images"] / r["seconds"])
+            r.update(workers=workers, slices_per_s=r["images"] / r["seconds"],
+                     slices_per_cpu_s=r["images"] / max(r["cpu_seconds"], 1e-9), load_average=os.getloadavg()[0])
             runs.append(r)
     record = {
         "benchmark": "ingest", "slices": args.slices, "input": "512x512 int16 CT, intercept -1024",
@@ -111,11 +116,12 @@ def main() -> None:
     from rich.table import Table
 
     table = Table(title=f"ingest: {args.slices} slices 512x512 -> 64 px (goal {GOAL:.0f} slices/s)")
-    for col in ("workers", "seconds", "slices/s", "peak RSS MB", "worker peak MB"):
+    for col in ("workers", "seconds", "slices/s", "CPU s", "slices/CPU-s", "peak RSS MB", "worker peak MB", "load"):
         table.add_column(col, justify="right")
     for r in runs:
         table.add_row(str(r["workers"]), f"{r['seconds']:.2f}", f"{r['slices_per_s']:.0f}",
-                      f"{r['maxrss_mb']:.0f}", f"{r['worker_maxrss_mb']:.0f}")
+                      f"{r['cpu_seconds']:.2f}", f"{r['slices_per_cpu_s']:.0f}",
+                      f"{r['maxrss_mb']:.0f}", f"{r['worker_maxrss_mb']:.0f}", f"{r['load_average']:.1f}")
     Console().print(table)
 
 
