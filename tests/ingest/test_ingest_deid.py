@@ -94,3 +94,16 @@ def test_no_phi_in_file_logs_or_json(tmp_path, caplog):
     with h5py.File(out, "r") as f:
         prov = json.loads(f.attrs["provenance"])
     assert str(tmp_path) not in json.dumps(prov)
+
+
+def test_hash_paths_replaces_source_paths(tmp_path):
+    from ingest_helpers import write_series
+
+    from medcondense import store
+    from medcondense.config import IngestConfig
+    from medcondense.ingest import pipeline
+
+    write_series(tmp_path / "in" / "Doe_John", n=2)
+    cfg = IngestConfig(inputs=[str(tmp_path / "in")], output=str(tmp_path / "o.h5"), size=8, hash_paths=True)
+    data = store.read(pipeline.run(cfg)["output"])
+    assert all("Doe_John" not in p and len(p) == deid.KEY_CHARS for p in data.meta["source_path"])

@@ -164,3 +164,29 @@ def test_bad_options(cohort, config):
                    {"normalize": "minmax"}, {"on_error": "ignore"}, {"axis": 3}):
         with pytest.raises(ConfigError):
             pipeline.run(config([cohort], **kwargs))
+
+
+def test_auto_window_uses_the_ct_files_own_voi(tmp_path, config):
+    (tmp_path / "ct").mkdir()
+    shutil.copy(bundled("693_UNCI.dcm"), tmp_path / "ct" / "x")  # CT, intercept -1024, VOI 40/100
+    auto = store.read(pipeline.run(config([tmp_path / "ct"], output=str(tmp_path / "a.h5")))["output"])
+    voi = store.read(pipeline.run(config([tmp_path / "ct"], window="40/100", output=str(tmp_path / "v.h5")))["output"])
+    np.testing.assert_array_equal(auto.images, voi.images)
+    assert auto.images.min() == 0.0 and auto.images.max() == 1.0
+
+
+def test_rgb_grey_or_keep(tmp_path, config):
+    (tmp_path / "rgb").mkdir()
+    shutil.copy(bundled("SC_rgb.dcm"), tmp_path / "rgb" / "x")
+    grey = pipeline.run(config([tmp_path / "rgb"], output=str(tmp_path / "g.h5")))
+    keep = pipeline.run(config([tmp_path / "rgb"], channels="keep", output=str(tmp_path / "k.h5")))
+    assert grey["image_shape"] == [1, 16, 16] and keep["image_shape"] == [3, 16, 16]
+    images = store.read(keep["output"]).images
+    assert 0.0 <= images.min() and images.max() <= 1.0 and images.max() > 0.9
+
+
+def test_dicomdir_tree(tmp_path, config):
+    tree = tmp_path / "media"
+    shutil.copytree(bundled("DICOMDIR").parent, tree)
+    result = pipeline.run(config([tree]))
+    assert result["rejects"] == 0 and result["images"] == 31 and result["series"] > 1
