@@ -1,0 +1,60 @@
+"""examples/pipeline: the Makefile's dependency order and the bash script's stop-on-failure."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+PIPELINE = Path(__file__).resolve().parents[2] / "examples" / "pipeline"
+STAGES = ["brain_patches.py", "ingest", "distill", "evaluate", "score", "export"]
+
+
+def fake_tool(path: Path, fail_on: str | None, code: int) -> Path:
+    """A stand-in for medcondense/python that logs its arguments and fails on one stage."""
+    path.write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "$*" >> "{path.parent}/calls.txt"\n'
+        + (f'case "$*" in *{fail_on}*) echo "error: simulated" >&2; exit {code};; esac\n' if fail_on else "")
+        + "exit 0\n"
+    )
+    path.chmod(0o755)
+    return path
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_makefile_runs_the_stages_in_order(tmp_path: Path) -> None:
+    result = subprocess.run(
+        ["make", "-n", "-f", str(PIPELINE / "Makefile"), f"WORK={tmp_path / 'w'}", "IPC=3"],
+        capture_output=True, text=True, check=True,
+    )
+    order = [next(i for i, line in enumerate(result.stdout.splitlines()) if stage in line) for stage in STAGES]
+    assert order == sorted(order)
+    assert "syn_dm_ipc3.h5" in result.stdout and "--report" in result.stdout
+
+
+def run_script(tmp_path: Path, fail_on: str | None, code: int = 3) -> subprocess.CompletedProcess:
+    tool = fake_tool(tmp_path / "tool", fail_on, code)
+    env = {**os.environ, "MEDCONDENSE": str(tool), "PYTHON": str(tool)}
+    return subprocess.run(["bash", str(PIPELINE / "run_pipeline.sh"), str(tmp_path / "w")],
+                          capture_output=True, text=True, env=env)
+
+
+def test_script_runs_every_stage_and_logs(tmp_path: Path) -> None:
+    result = run_script(tmp_path, fail_on=None)
+    assert result.returncode == 0, result.stdout + result.stderr
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    assert [Path(c.split()[0]).name for c in calls] == STAGES
+    assert "finished" in (tmp_path / "w" / "pipeline.log").read_text()
+
+
+def test_script_stops_at_the_first_failure_with_its_exit_code(tmp_path: Path) -> None:
+    result = run_script(tmp_path, fail_on="distill", code=3)
+    assert result.returncode == 3
+    calls = (tmp_path / "calls.txt").read_text()
+    assert "distill" in calls and "evaluate" not in calls
+    log = (tmp_path / "w" / "pipeline.log").read_text()
+    assert "FAILED distill with exit code 3" in log and "error: simulated" in log
