@@ -166,6 +166,7 @@ class Context:
     out: Collected = field(default_factory=Collected)
     root_warned: set[str] = field(default_factory=set)
     anonymous: int = 0
+    windows: Counter = field(default_factory=Counter)
 
 
 # ------------------------------------------------------------------------------ workers
@@ -234,8 +235,13 @@ def mapper(workers: int) -> Iterator[Callable[..., Iterable[Any]]]:
     if workers <= 1:
         yield lambda fn, items, chunksize=1: map(fn, items)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers)
+    try:
         yield lambda fn, items, chunksize=1: pool.map(fn, items, chunksize=max(1, chunksize))
+    except BaseException:  # Ctrl-C or an error: do not wait for queued files
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 # ------------------------------------------------------------------------------ steps
@@ -277,6 +283,7 @@ def window_unit(images: np.ndarray, ctx: Context, *, modality: str, voi, colour_
                 monochrome1: bool) -> np.ndarray:
     """Window one unit's stacked images ``[S, C, H, W]`` (percentiles over the whole unit)."""
     spec = win.resolve(ctx.options.window, modality=modality, voi=voi, colour_bits=colour_bits)
+    ctx.windows[spec.name] += len(images)
     out = win.apply_window(images, spec, tuple(ctx.config.percentiles))
     return win.invert(out, spec) if monochrome1 else out
 
@@ -503,7 +510,8 @@ def _finish(ctx: Context, output: Path, run_key: str, report: Path, started: flo
     if len(out.modalities) > 1 and not cfg.modality:
         log.warning("several modalities (%s): recording %s", ", ".join(sorted(out.modalities)), modality)
     preprocessing = {
-        "window": ctx.options.window.name, "percentiles": list(cfg.percentiles), "spacing": cfg.spacing,
+        "window": ctx.options.window.name, "windows_used": dict(sorted(ctx.windows.items())),
+        "percentiles": list(cfg.percentiles), "spacing": cfg.spacing,
         "size": cfg.size, "normalization": cfg.normalize, "axis": cfg.axis, "slices": cfg.slices,
         "channels": cfg.channels, "resample": "SimpleITK linear, centred square pad, Gaussian anti-alias",
     }
