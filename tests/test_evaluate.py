@@ -71,6 +71,19 @@ def test_report_carries_both_baselines_and_recovery(real_h5, syn_h5):
         result["metrics"]["accuracy"]["mean"] / result["baselines"]["full"]["metrics"]["accuracy"]["mean"]
     )
     assert report["protocol"]["full_baseline"] == {"epochs": 20, "step_budget": 1000, "steps": 20}
+    text = _rendered(report)
+    for expected in ("syn_dm_ipc5.h5", "random", "full", "class3", "recovery"):
+        assert expected in text
+
+
+def _rendered(report: dict) -> str:
+    import io
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    evaluate.render(report, Console(file=buffer, width=80))
+    return buffer.getvalue()
 
 
 def test_wrong_labels_score_lower_than_right_ones(tmp_path, real_h5, blob_set, syn_h5):

@@ -616,33 +616,51 @@ def write_plot(report: dict[str, Any], path: str | Path) -> None:
 def _pm(block: dict[str, Any] | None) -> str:
     if not block or block.get("mean") is None:
         return "-"
-    return f"{100 * block['mean']:.1f} ± {100 * block['std']:.1f}"
+    return f"{100 * block['mean']:.1f}±{100 * block['std']:.1f}"
+
+
+def _baseline_rows(results: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """Distinct baselines of a report: random per IPC (ascending), then full."""
+    randoms = {r["baselines"]["random"]["ipc"]: r["baselines"]["random"] for r in results if "random" in r["baselines"]}
+    rows = [("random", randoms[ipc]) for ipc in sorted(randoms)]
+    fulls = [r["baselines"]["full"] for r in results if "full" in r["baselines"]]
+    return rows + ([("full", fulls[0])] if fulls else [])
 
 
 def render(result: dict[str, Any], console) -> None:
-    """The report as rich tables: one row per input with its baselines; per-class recall below."""
+    """The report as rich tables: the inputs, the baselines, and per-class recall."""
     from rich.table import Table
 
-    protocol = result["protocol"]
+    protocol, real = result["protocol"], result["real"]
+    site = f" of site {real['test_site']}" if real.get("test_site") else ""
+    # Three narrow tables rather than one wide one: readable in an 80-column terminal.
     table = Table(title=f"evaluate: {protocol['arch']} x{protocol['models']}, {protocol['epochs']} epochs, "
-                        f"test {result['real']['test_images']} images"
-                        + (f" of site {result['real']['test_site']}" if result["real"].get("test_site") else ""))
-    for column in ("set", "method", "ipc", "accuracy %", "balanced %", "AUC %", "random %", "full %", "recovery"):
-        table.add_column(column, justify="left" if column in ("set", "method") else "right")
+                        f"tested on {real['test_images']} real images{site}")
+    for column in ("set", "method", "ipc", "acc %", "bal. acc %", "AUC %", "recovery"):
+        table.add_column(column, justify="left" if column in ("set", "method") else "right",
+                         no_wrap=column not in ("set", "method"))
     for r in result["results"]:
-        base = r["baselines"]
         recovery = (r.get("recovery") or {}).get("accuracy")
         table.add_row(
             Path(r["file"]).name, r["method"], str(r["ipc"]), _pm(r["metrics"]["accuracy"]),
             _pm(r["metrics"]["balanced_accuracy"]), _pm(r["metrics"]["auc"]),
-            _pm(base["random"]["metrics"]["accuracy"]) if "random" in base else "-",
-            _pm(base["full"]["metrics"]["accuracy"]) if "full" in base else "-",
             f"{100 * recovery:.0f} %" if recovery is not None else "-",
         )
     console.print(table)
+    rows = _baseline_rows(result["results"])
+    if rows:
+        full_epochs = protocol["full_baseline"]["epochs"]
+        baselines = Table(title=f"baselines on real train images (full: {full_epochs} epochs)")
+        for column in ("baseline", "ipc", "images", "acc %", "bal. acc %", "AUC %", "cached"):
+            baselines.add_column(column, justify="left" if column == "baseline" else "right", no_wrap=True)
+        for name, block in rows:
+            m = block["metrics"]
+            baselines.add_row(name, str(block.get("ipc", "all")), str(block["train_images"]), _pm(m["accuracy"]),
+                              _pm(m["balanced_accuracy"]), _pm(m["auc"]), "yes" if block.get("cached") else "no")
+        console.print(baselines)
     recall = Table(title="per-class recall % (mean over models)")
     recall.add_column("set")
-    for name in result["real"]["class_names"]:
+    for name in real["class_names"]:
         recall.add_column(name, justify="right")
     for r in result["results"]:
         means = r["metrics"]["per_class_recall"]["mean"]
