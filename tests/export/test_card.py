@@ -71,3 +71,11 @@ def test_flatten_numbers_is_tolerant() -> None:
     rows = card.flatten_numbers({"a": {"b": 1, "c": [1.0, 2.0]}, "d": "x", "e": None, "f": True, "g": [{"k": 2}]})
     assert rows == {"a.b": 1, "a.c[0]": 1.0, "a.c[1]": 2.0, "f": 1.0, "g[0].k": 2}
     assert card.flatten_numbers(float("nan")) == {}
+
+
+def test_long_lists_of_records_are_summarised() -> None:
+    report = {"privacy": {"images": [{"index": i, "ssim": i / 10} for i in range(10)]}}
+    rows = card.flatten_numbers(report)
+    assert rows["privacy.images[*].ssim.max"] == 0.9
+    assert rows["privacy.images[*].ssim.mean"] == 0.45
+    assert not any("[3]" in key for key in rows)

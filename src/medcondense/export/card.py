@@ -7,8 +7,9 @@ provenance), how good it is (evaluate and score results found in the file or giv
 
 Reports are read tolerantly, because evaluate and score may change their layout: every numeric
 leaf of the JSON becomes a row ``dotted.key.path = value`` (lists of up to
-:data:`MAX_LIST` numbers are kept, longer ones are summarised by their mean; list items that
-carry a ``name``/``method``/``path`` key are labelled by it). Rows whose path mentions one of
+:data:`MAX_LIST` numbers are kept, longer ones are summarised by their mean; up to
+:data:`MAX_LIST` records are labelled by their ``name``/``method``/``path`` key (else their
+index), longer lists of records give the mean and max of each field as ``list[*].field.max``). Rows whose path mentions one of
 :data:`PRIVACY_WORDS` form the privacy audit section.
 """
 
@@ -32,6 +33,7 @@ CARD_MD = "CARD.md"
 CARD_JSON = "card.json"
 MAX_LIST = 8
 MAX_ROWS_MD = 60
+MD_HIDDEN = ("provenance", "versions")  # path parts left out of CARD.md tables (kept in card.json)
 PRIVACY_WORDS = ("privacy", "copies", "copy", "audit", "nearest", "memoriz", "ssim", "leak")
 # attributes of a medcondense file that may hold results written by evaluate or score
 RESULT_ATTRS = ("evaluation", "evaluate", "score", "scores", "privacy", "privacy_audit", "audit")
@@ -189,10 +191,25 @@ def _flatten_list(items: list[Any], prefix: str) -> dict[str, float]:
         if len(items) <= MAX_LIST:
             return {f"{prefix}[{i}]": v for i, v in enumerate(items)}
         return {f"{prefix}.mean_of_{len(items)}": float(np.mean(items))}
+    if len(items) > MAX_LIST:
+        return _summarise_items(items, prefix)
     rows: dict[str, float] = {}
     for i, item in enumerate(items):
         label = next((str(item[k]) for k in LABEL_KEYS if isinstance(item, dict) and isinstance(item.get(k), str)), str(i))
         rows.update(flatten_numbers(item, f"{prefix}[{label}]"))
+    return rows
+
+
+def _summarise_items(items: list[Any], prefix: str) -> dict[str, float]:
+    """A long list of records (one per image, say): mean and max of each numeric field."""
+    columns: dict[str, list[float]] = {}
+    for item in items:
+        for key, value in flatten_numbers(item, f"{prefix}[*]").items():
+            columns.setdefault(key, []).append(float(value))
+    rows: dict[str, float] = {}
+    for key, values in columns.items():
+        rows[f"{key}.mean"] = float(np.mean(values))
+        rows[f"{key}.max"] = float(np.max(values))
     return rows
 
 
@@ -268,10 +285,11 @@ def _section_method(card: dict[str, Any]) -> list[str]:
 
 
 def _rows_md(rows: dict[str, float]) -> list[list[Any]]:
-    items = list(rows.items())
+    # the report's own provenance is run bookkeeping, not a result: card.json keeps it
+    items = [(k, v) for k, v in rows.items() if not any(part in MD_HIDDEN for part in k.split("."))]
     shown = [[k, v] for k, v in items[:MAX_ROWS_MD]]
     if len(items) > MAX_ROWS_MD:
-        shown.append([f"... {len(items) - MAX_ROWS_MD} more in card.json", ""])
+        shown.append([f"... {len(items) - MAX_ROWS_MD} more rows", "see card.json"])
     return shown
 
 
