@@ -1,0 +1,341 @@
+#!/usr/bin/env python
+"""Does the paper's indicator (or a cheaper proxy) predict what distillation gains?
+
+For each task (the brain-region family of ``examples/brain_patches.py`` plus Fashion-MNIST from
+``examples/fashion_mnist.py``; every task's test images are disjoint from its train images):
+
+1. ``medcondense.score.run``: random-subset accuracy relative to full data (the indicator) and
+   the random-ConvNet proxies, at each IPC;
+2. ``medcondense.distill.pipeline.run`` with DM and DC at each IPC;
+3. train ConvNets on each distilled set with the indicator's protocol and test them:
+   gain = distilled accuracy - random-subset accuracy (the better method's gain is the target);
+4. per IPC (pooling IPCs inflates rank correlations), ``scipy.stats.spearmanr`` between every
+   predictor and the gain, with a bootstrap 95 % interval over tasks.
+
+Writes ``benchmarks/results/indicator.json`` (its ``measured`` list is what
+``medcondense score --calibrate`` refits the predictor from) and ``indicator.md``. Finished tasks
+are cached in ``--workdir/<task>/bench.json``, so an interrupted run continues where it stopped.
+
+    python benchmarks/indicator.py --quick            # 2-core CPU: small sets, few iterations
+    python benchmarks/indicator.py --paper --device cuda
+    medcondense score --calibrate benchmarks/results/indicator.json -o src/medcondense/data/calibration.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("benchmarks.indicator")
+FASHION = "fashion_mnist"
+BASE_PREDICTORS = ("random_rel", "random_accuracy")
+
+
+@dataclass
+class Settings:
+    """One benchmark configuration (``--quick`` or ``--paper``)."""
+
+    train_per_class: int
+    test_per_class: int
+    repeats: int
+    epochs: int
+    full_steps: int
+    eval_models: int
+    iterations: dict[str, int]
+    batch_real: int | None
+    ipcs: tuple[int, ...] = (1, 10)
+    methods: tuple[str, ...] = ("dm", "dc")
+
+
+PRESETS = {
+    # ~2-core CPU: 30 train images a class, 50 epochs, 60 DM / 10 DC iterations.
+    "quick": Settings(train_per_class=30, test_per_class=20, repeats=2, epochs=50, full_steps=60,
+                      eval_models=2, iterations={"dm": 60, "dc": 10}, batch_real=32),
+    # GPU: the reference's evaluation epochs and iteration counts (DM 20000 takes hours per task).
+    "paper": Settings(train_per_class=300, test_per_class=100, repeats=5, epochs=300, full_steps=3000,
+                      eval_models=5, iterations={"dm": 20000, "dc": 1000}, batch_real=256),
+}
+
+
+def _load_example(name: str) -> Any:
+    """Import ``examples/<name>.py`` (examples/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"examples_{name}", ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def available_tasks() -> list[str]:
+    """Brain tasks whose template files are installed, then Fashion-MNIST if its files are."""
+    brain = _load_example("brain_patches")
+    tasks = [row["name"] for row in brain.describe_tasks(None) if row["available"]]
+    fashion = _load_example("fashion_mnist")
+    try:
+        fashion.find_files(fashion.DEFAULT_DIR)
+        tasks.append(FASHION)
+    except FileNotFoundError as exc:
+        log.warning("skipping Fashion-MNIST: %s", exc)
+    return tasks
+
+
+def build_data(task: str, folder: Path, settings: Settings, seed: int) -> Path:
+    """Write the task's ``data.h5`` into ``folder`` (reused when present) and return its path."""
+    from medcondense import store
+
+    path = folder / "data.h5"
+    if path.exists():
+        return path
+    if task == FASHION:
+        fashion = _load_example("fashion_mnist")
+        image_set = fashion.build_image_set(fashion.DEFAULT_DIR, limit_train=settings.train_per_class,
+                                            limit_test=settings.test_per_class, seed=seed, out_path=path)
+        store.write(path, image_set)
+        return path
+    brain = _load_example("brain_patches")
+    summary = brain.build_task(task, folder, formats=("h5",), train_per_class=settings.train_per_class,
+                               test_per_class=settings.test_per_class, seed=seed)
+    return Path(summary["outputs"]["h5"])
+
+
+def syn_accuracy(syn_path: Path, data_path: Path, settings: Settings, device: str, seed: int) -> dict:
+    """Test accuracy of ConvNets trained on a distilled set (the indicator's training protocol)."""
+    import torch
+
+    from medcondense import store
+    from medcondense.device import resolve_device
+    from medcondense.score.indicator import _accuracy
+    from medcondense.train import TrainSettings, standardize
+
+    dev = resolve_device(device)
+    real, syn = store.read(data_path), store.read(syn_path)
+    mean, std = real.normalization_stats()
+    test = real.part(store.SPLIT_TEST)
+    x = standardize(syn.images, mean, std).to(dev)
+    y = torch.as_tensor(syn.labels, device=dev)
+    tx = standardize(test.images, mean, std).to(dev)
+    accs = [_accuracy(x, y, tx, test.labels, real.num_classes, TrainSettings(epochs=settings.epochs), seed + m)
+            for m in range(settings.eval_models)]
+    return {"mean": float(np.mean(accs)), "std": float(np.std(accs))}
+
+
+def distil(data_path: Path, method: str, ipc: int, settings: Settings, device: str, seed: int) -> Path:
+    """Run the distill stage (re-runs with identical options are skipped by distill itself)."""
+    from medcondense.config import DistillConfig
+    from medcondense.distill import pipeline
+    from medcondense.errors import AlreadyDone
+
+    out = data_path.parent / f"syn_{method}_ipc{ipc}.h5"
+    config = DistillConfig(input=str(data_path), output=str(out), method=method, ipc=ipc, preset="quick",
+                           iterations=settings.iterations[method], batch_real=settings.batch_real,
+                           device=device, seed=seed, overwrite=True)
+    try:
+        pipeline.run(config)
+    except AlreadyDone:
+        pass
+    return out
+
+
+def measure_task(task: str, workdir: Path, settings: Settings, device: str, seed: int) -> dict:
+    """Score, distil and evaluate one task; cached in ``<workdir>/<task>/bench.json``."""
+    from medcondense import score
+    from medcondense.config import ScoreConfig
+
+    folder = workdir / task
+    cache = folder / "bench.json"
+    key = json.dumps(dataclasses.asdict(settings), sort_keys=True) + f"|{device}|{seed}"
+    if cache.exists():
+        cached = json.loads(cache.read_text())
+        if cached.get("key") == key:
+            log.info("%s: cached", task)
+            return cached
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    data = build_data(task, folder, settings, seed)
+    scored = score.run(ScoreConfig(data=str(data), ipc=list(settings.ipcs), repeats=settings.repeats,
+                                   epochs=settings.epochs, full_steps=settings.full_steps, device=device, seed=seed))
+    score_seconds = time.perf_counter() - started
+    rows = []
+    for row in scored["ipc"]:
+        features = {"random_rel": row["random_rel"], "random_accuracy": row["random_accuracy"]["mean"]}
+        features.update({k: v["value"] for k, v in scored["proxies"].items()})
+        features.update({k: v["value"] for k, v in row["proxies"].items()})
+        costs = {k: v["seconds"] for k, v in {**scored["proxies"], **row["proxies"]}.items()}
+        per_method = {}
+        for method in settings.methods:
+            t0 = time.perf_counter()
+            syn = distil(data, method, row["ipc"], settings, device, seed)
+            acc = syn_accuracy(syn, data, settings, device, seed)
+            per_method[method] = {"accuracy": acc, "gain": acc["mean"] - row["random_accuracy"]["mean"],
+                                  "seconds": round(time.perf_counter() - t0, 2)}
+        rows.append({
+            "dataset": task, "ipc": row["ipc"], "features": features, "proxy_seconds": costs,
+            "gain": max(m["gain"] for m in per_method.values()), "per_method": per_method,
+            "random_accuracy": row["random_accuracy"], "full_accuracy": scored["full_data"]["accuracy"],
+        })
+    result = {"key": key, "task": task, "rows": rows, "score_seconds": round(score_seconds, 2),
+              "indicator_seconds": scored["indicator_seconds"], "embedding_seconds": scored["embedding_seconds"],
+              "seconds": round(time.perf_counter() - started, 2)}
+    _write_json(cache, result)
+    return result
+
+
+def spearman_with_ci(x: Sequence[float], y: Sequence[float], n_boot: int, seed: int) -> dict:
+    """Spearman's rho and a percentile bootstrap 95 % interval (resampling tasks)."""
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return {"rho": None, "p": None, "ci95": None, "n": int(x.size)}
+    rho, p = spearmanr(x, y)
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, x.size, x.size)
+        if np.ptp(x[idx]) > 0 and np.ptp(y[idx]) > 0:
+            boots.append(spearmanr(x[idx], y[idx])[0])
+    ci = [float(np.nanpercentile(boots, 2.5)), float(np.nanpercentile(boots, 97.5))] if boots else None
+    return {"rho": float(rho), "p": float(p), "ci95": ci, "n": int(x.size)}
+
+
+def correlations(measured: list[dict], n_boot: int, seed: int) -> dict:
+    """Per IPC: Spearman of every predictor with the gain (best method and each method)."""
+    out: dict[str, Any] = {}
+    for ipc in sorted({r["ipc"] for r in measured}):
+        rows = [r for r in measured if r["ipc"] == ipc]
+        predictors = sorted({k for r in rows for k in r["features"]})
+        targets = {"best": [r["gain"] for r in rows]}
+        for method in rows[0]["per_method"]:
+            targets[method] = [r["per_method"][method]["gain"] for r in rows]
+        out[str(ipc)] = {
+            name: {target: spearman_with_ci([r["features"].get(name, math.nan) for r in rows], gains, n_boot, seed)
+                   for target, gains in targets.items()}
+            for name in predictors
+        }
+    return out
+
+
+def markdown(report: dict) -> str:
+    """The correlation table and the per-task numbers as markdown."""
+    lines = [f"# Indicator benchmark ({report['preset']}, {len(report['tasks'])} tasks, {report['device']})", "",
+             "Spearman rho between each predictor and the measured gain of distillation over a random real "
+             "subset (best of " + ", ".join(report["settings"]["methods"]) + "), per IPC, with a bootstrap 95 % "
+             "interval over tasks. A good predictor of *little* gain has a strongly negative rho.", "",
+             "| IPC | predictor | rho (best) | 95 % CI | " + " | ".join(f"rho ({m})" for m in report["settings"]["methods"]) + " | cost s |",
+             "|---|---|---|---|" + "---|" * len(report["settings"]["methods"]) + "---|"]
+    for ipc, preds in report["correlations"].items():
+        costs = {}
+        for r in report["measured"]:
+            if str(r["ipc"]) == ipc:
+                for k, v in r.get("proxy_seconds", {}).items():
+                    costs.setdefault(k, []).append(v)
+        for name, by_target in preds.items():
+            best = by_target["best"]
+            rho = "n/a" if best["rho"] is None else f"{best['rho']:+.2f}"
+            ci = "n/a" if not best["ci95"] else f"[{best['ci95'][0]:+.2f}, {best['ci95'][1]:+.2f}]"
+            per = " | ".join("n/a" if by_target[m]["rho"] is None else f"{by_target[m]['rho']:+.2f}"
+                             for m in report["settings"]["methods"])
+            cost = f"{np.mean(costs[name]):.3f}" if name in costs else "training"
+            lines.append(f"| {ipc} | {name} | {rho} | {ci} | {per} | {cost} |")
+    lines += ["", "| task | IPC | full acc | random acc | random/full | " +
+              " | ".join(f"{m} acc" for m in report["settings"]["methods"]) + " | best gain |",
+              "|---|---|---|---|---|" + "---|" * len(report["settings"]["methods"]) + "---|"]
+    for r in report["measured"]:
+        accs = " | ".join(f"{r['per_method'][m]['accuracy']['mean']:.3f}" for m in report["settings"]["methods"])
+        lines.append(f"| {r['dataset']} | {r['ipc']} | {r['full_accuracy']:.3f} | {r['random_accuracy']['mean']:.3f} | "
+                     f"{r['features']['random_rel']:.3f} | {accs} | {r['gain']:+.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float) + "\n")
+    os.replace(tmp, path)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", dest="preset", action="store_const", const="quick", help="CPU settings (default)")
+    mode.add_argument("--paper", dest="preset", action="store_const", const="paper", help="reference settings (GPU)")
+    parser.set_defaults(preset="quick")
+    parser.add_argument("--tasks", help="comma-separated task names [default: every installed brain task + fashion_mnist]")
+    parser.add_argument("--ipc", default=None, help="comma-separated IPCs [default: 1,10]")
+    parser.add_argument("--methods", default=None, help="comma-separated distill methods [default: dm,dc]")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the intervals")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "work")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "indicator.json")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="override a setting, e.g. --set epochs=20 --set iterations.dm=30")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The preset with --ipc/--methods/--set applied."""
+    settings = dataclasses.replace(PRESETS[args.preset], iterations=dict(PRESETS[args.preset].iterations))
+    if args.ipc:
+        settings.ipcs = tuple(int(v) for v in args.ipc.split(","))
+    if args.methods:
+        settings.methods = tuple(v.strip() for v in args.methods.split(","))
+    for item in args.overrides:
+        key, _, value = item.partition("=")
+        if key.startswith("iterations."):
+            settings.iterations[key.split(".", 1)[1]] = int(value)
+        elif key in {f.name for f in dataclasses.fields(Settings)}:
+            setattr(settings, key, None if value == "none" else int(value))
+        else:
+            raise SystemExit(f"error: --set {item}: unknown setting {key!r}")
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        import medcondense.distill.pipeline  # noqa: F401  (the distill engine this benchmark needs)
+    except ImportError as exc:
+        print(f"error: the distill engine is not available ({exc}); install medcondense with its distill stage",
+              file=sys.stderr)
+        return 1
+    settings = settings_from(args)
+    tasks = args.tasks.split(",") if args.tasks else available_tasks()
+    started = time.time()
+    results = []
+    for i, task in enumerate(tasks, 1):
+        log.info("task %d/%d: %s", i, len(tasks), task)
+        results.append(measure_task(task, args.workdir, settings, args.device, args.seed))
+    measured = [row for r in results for row in r["rows"]]
+    report = {
+        "preset": args.preset, "settings": dataclasses.asdict(settings), "device": args.device, "seed": args.seed,
+        "tasks": tasks, "wall_time_s": round(time.time() - started, 1),
+        "task_seconds": {r["task"]: r["seconds"] for r in results},
+        "correlations": correlations(measured, args.bootstrap, args.seed),
+        "measured": measured,
+    }
+    _write_json(args.out, report)
+    md = markdown(report)
+    args.out.with_suffix(".md").write_text(md)
+    print(md)  # the benchmark's final table
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Score fixtures: a distilled-looking file that holds one exact real image, and one of noise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medcondense import store
+from medcondense.config import ScoreConfig
+
+
+def write_syn(path: Path, images: np.ndarray, class_names: list[str], kind: str = "synthetic") -> Path:
+    """Write ``images`` (one a class, in class order) as a synthetic or subset file."""
+    n = images.shape[0]
+    store.write(path, store.ImageSet(
+        images=images.astype(np.float32), labels=np.arange(n) % len(class_names),
+        split=np.zeros(n, np.uint8), class_names=class_names, kind=kind, attrs={"method": "test", "ipc": 1},
+    ))
+    return path
+
+
+@pytest.fixture
+def noise_syn(tmp_path: Path, blob_set: store.ImageSet) -> Path:
+    """Four uniform-noise images: nothing like any real image."""
+    rng = np.random.default_rng(1)
+    return write_syn(tmp_path / "noise.h5", rng.random((4, 1, 16, 16)), blob_set.class_names)
+
+
+@pytest.fixture
+def copy_syn(tmp_path: Path, blob_set: store.ImageSet) -> Path:
+    """Real train image 0 (class 0) followed by three noise images."""
+    rng = np.random.default_rng(2)
+    images = np.concatenate([blob_set.part(store.SPLIT_TRAIN).images[:1], rng.random((3, 1, 16, 16))])
+    return write_syn(tmp_path / "copy.h5", images, blob_set.class_names)
+
+
+def quick_config(data: Path, **overrides) -> ScoreConfig:
+    """A config that runs in a few seconds on the 16 px blob set."""
+    values = dict(data=str(data), ipc=[1], repeats=1, epochs=10, full_steps=20, embed_nets=2, device="cpu")
+    values.update(overrides)
+    return ScoreConfig(**values)
