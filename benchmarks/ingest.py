@@ -40,8 +40,9 @@ result = pipeline.run(cfg)
 seconds, cpu_s = time.perf_counter() - t, cpu() - c
 own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+# without workers, RUSAGE_CHILDREN only sees helper processes forked at import time: not reported
 print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_s, "images": result["images"],
-                  "maxrss_mb": own / 1024, "worker_maxrss_mb": kids / 1024}))
+                  "maxrss_mb": own / 1024, "worker_maxrss_mb": kids / 1024 if cfg.workers > 1 else None}))
 """
 
 
@@ -121,7 +122,8 @@ def main() -> None:
     for r in runs:
         table.add_row(str(r["workers"]), f"{r['seconds']:.2f}", f"{r['slices_per_s']:.0f}",
                       f"{r['cpu_seconds']:.2f}", f"{r['slices_per_cpu_s']:.0f}",
-                      f"{r['maxrss_mb']:.0f}", f"{r['worker_maxrss_mb']:.0f}", f"{r['load_average']:.1f}")
+                      f"{r['maxrss_mb']:.0f}", "-" if r["worker_maxrss_mb"] is None else f"{r['worker_maxrss_mb']:.0f}",
+                      f"{r['load_average']:.1f}")
     Console().print(table)
 
 

@@ -40,3 +40,12 @@ def test_window_keeps_values_and_unknown_method_raises():
     assert normalize.apply(x, "window", normalize.fit(x, np.ones(20, bool), "window")) is x
     with pytest.raises(ConfigError, match="normalize"):
         normalize.check_method("minmax")
+
+
+def test_chunked_channel_stats_match_numpy():
+    x = images()
+    rows = np.arange(20) % 3 == 0
+    mean, std = normalize.channel_stats(x, rows, chunk=3)
+    np.testing.assert_allclose(mean, x[rows].mean(axis=(0, 2, 3), dtype=np.float64), rtol=1e-6)
+    np.testing.assert_allclose(std, x[rows].std(axis=(0, 2, 3), dtype=np.float64), rtol=1e-6)
+    assert normalize.channel_stats(x, np.zeros(20, bool)) == ([0.0, 0.0], [1.0, 1.0])

@@ -32,13 +32,20 @@ def foreground(images: np.ndarray) -> np.ndarray:
     return images > mins
 
 
-def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of ``[N, C, H, W]`` images (float64 accumulation)."""
-    if images.shape[0] == 0:
-        c = images.shape[1] if images.ndim == 4 else 1
+def channel_stats(images: np.ndarray, rows: np.ndarray | None = None, chunk: int = 1024) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of ``[N, C, H, W]`` images (or of the ``rows`` chosen by a boolean
+    mask), in two float64 passes over chunks, so memory stays at one chunk, not a copy of the set."""
+    c = images.shape[1] if images.ndim == 4 else 1
+    index = np.arange(images.shape[0]) if rows is None else np.flatnonzero(rows)
+    if index.size == 0:
         return [0.0] * c, [1.0] * c
-    mean = images.mean(axis=(0, 2, 3), dtype=np.float64)
-    std = images.std(axis=(0, 2, 3), dtype=np.float64)
+    chunks = [index[i : i + chunk] for i in range(0, index.size, chunk)]
+    count = index.size * images.shape[2] * images.shape[3]
+    total = sum(images[i].sum(axis=(0, 2, 3), dtype=np.float64) for i in chunks)
+    mean = total / count
+    squares = sum(np.square(images[i].astype(np.float64) - mean[None, :, None, None]).sum(axis=(0, 2, 3))
+                  for i in chunks)
+    std = np.sqrt(squares / count)
     return [float(v) for v in mean], [float(v) for v in std]
 
 
@@ -46,13 +53,14 @@ def fit(images: np.ndarray, train: np.ndarray, method: str,
         percentiles: tuple[float, float] = (0.5, 99.5)) -> dict:
     """Parameters of ``method`` from the train images (``train`` is a boolean mask over N)."""
     check_method(method)
-    part = images[train] if train.any() else images
-    c = images.shape[1]
     if method == "window":
         return {}
+    rows = train if train.any() else None
     if method == "zscore":
-        mean, std = channel_stats(part)
+        mean, std = channel_stats(images, rows)
         return {"mean": mean, "std": [s if s > 1e-8 else 1.0 for s in std]}
+    part = images[train] if train.any() else images
+    c = images.shape[1]
     lo, hi, mean, std = [], [], [], []
     for ch in range(c):
         values = part[:, ch][foreground(part[:, ch : ch + 1])[:, 0]]
@@ -85,6 +93,5 @@ def apply(images: np.ndarray, method: str, params: dict) -> np.ndarray:
 
 def normalization_attr(images: np.ndarray, train: np.ndarray, method: str, params: dict) -> dict:
     """The ``normalization`` root attribute: method, params, per-channel train mean/std of the stored images."""
-    part = images[train] if train.any() else images[:0]
-    mean, std = channel_stats(part)
+    mean, std = channel_stats(images, train)
     return {"method": method, "params": params, "train_mean": mean, "train_std": std}

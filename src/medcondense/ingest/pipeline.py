@@ -398,12 +398,17 @@ def read_dicom_headers(ctx: Context, candidates: list[Candidate]) -> list[dicom.
 
 
 def stack_images(images: list[np.ndarray]) -> np.ndarray:
-    """``[N, C, H, W]``; grey images are repeated when others have several channels (``keep``)."""
+    """``[N, C, H, W]``, emptying ``images`` as it goes (one copy of the set in memory, not two);
+    grey images are repeated when others have several channels (``keep``)."""
     channels = max(a.shape[0] for a in images)
     if any(a.shape[0] != channels for a in images):
         log.warning("mixing grey and %d-channel images: grey images are repeated to %d channels", channels, channels)
-        images = [a if a.shape[0] == channels else np.repeat(a[:1], channels, axis=0) for a in images]
-    return np.stack(images).astype(np.float32, copy=False)
+    out = np.empty((len(images), channels, *images[0].shape[1:]), dtype=np.float32)
+    for i, image in enumerate(images):
+        out[i] = image  # a 1-channel image broadcasts over the channels
+        images[i] = None  # type: ignore[call-overload]
+    images.clear()
+    return out
 
 
 def key_config(config: IngestConfig) -> dict[str, Any]:
@@ -498,7 +503,6 @@ def _finish(ctx: Context, output: Path, run_key: str, report: Path, started: flo
     """Normalize, split and write the collected images; build the summary."""
     cfg, out = ctx.config, ctx.out
     images = stack_images(out.images)
-    out.images.clear()
     index = labels.class_index(out.labels)
     class_names = sorted(index)
     y = np.array([index[name] for name in out.labels], dtype=np.int64)
