@@ -9,7 +9,6 @@ on the resampled values of one unit (a series or a multi-frame file) at a time.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import logging
 import time
 from collections import Counter
