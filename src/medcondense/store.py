@@ -136,20 +136,25 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} as JSON")
 
 
+def _bytes_view(a: np.ndarray) -> memoryview | bytes:
+    """The bytes of a C-contiguous array without a copy (memoryview cannot cast empty arrays)."""
+    return memoryview(a.reshape(-1).view(np.uint8)) if a.size else b""
+
+
 def content_hash(image_set: ImageSet) -> str:
     """SHA-256 of the arrays and the canonical attributes (not of file bytes, not of provenance)."""
     h = hashlib.sha256()
     for arr in (image_set.images, image_set.labels, image_set.split):
         a = np.ascontiguousarray(arr)
         h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
+        h.update(_bytes_view(a))  # no copy: large sets hash in place
     for name in sorted(image_set.meta):
         values = image_set.meta[name]
         h.update(name.encode())
         if values.dtype.kind in "OUS":
             h.update("\x00".join(str(v) for v in values.tolist()).encode("utf-8"))
         else:
-            h.update(np.ascontiguousarray(values).tobytes())
+            h.update(_bytes_view(np.ascontiguousarray(values)))
     attrs = {k: v for k, v in image_set.attrs.items() if k not in UNHASHED_ATTRS}
     attrs.update(kind=image_set.kind, class_names=list(image_set.class_names))
     h.update(_canonical_json(attrs).encode())
