@@ -229,6 +229,24 @@ class DecodeError(Exception):
     """Pixel data that cannot be decoded; the message is the reject reason."""
 
 
+# JPEG-LS and the lossless/extended JPEG processes are decoded by pylibjpeg-libjpeg, which is
+# GPL-3.0: it stays out of the BSD `codecs` extra, and the hint names it for those syntaxes.
+_LIBJPEG_SYNTAXES = {
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless, Non-Hierarchical
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless, SV1
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended (12-bit)
+}
+
+
+def codec_hint(ts_uid: str) -> str:
+    """The install command that brings a decoder for this transfer syntax."""
+    if str(ts_uid) in _LIBJPEG_SYNTAXES:
+        return "pip install pylibjpeg pylibjpeg-libjpeg  (GPL-3.0, not in medcondense[codecs])"
+    return CODECS_HINT
+
+
 def _decode_reason(exc: Exception, ts_uid: str) -> str:
     from pydicom.uid import UID
 
@@ -238,7 +256,7 @@ def _decode_reason(exc: Exception, ts_uid: str) -> str:
         "missing dependencies" in text or "plugin" in text.lower() or isinstance(exc, NotImplementedError)
     ):
         return (f"cannot decode the {uid.name} ({uid}) pixel data: no codec installed for it; "
-                f"install one with `{CODECS_HINT}`")
+                f"install one with `{codec_hint(uid)}`")
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return f"cannot read the pixel data ({type(exc).__name__}: {first[:160]})"
 
