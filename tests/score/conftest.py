@@ -41,3 +41,14 @@ def quick_config(data: Path, **overrides) -> ScoreConfig:
     values = dict(data=str(data), ipc=[1], repeats=1, epochs=10, full_steps=20, embed_nets=2, device="cpu")
     values.update(overrides)
     return ScoreConfig(**values)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread: these nets are tiny, and CI boxes are shared (threads only thrash)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
