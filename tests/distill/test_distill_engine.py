@@ -132,3 +132,28 @@ def test_methods_are_registered_by_name():
     assert set(base.METHODS) >= {"dc", "dsa", "dm"}
     with pytest.raises(ConfigError, match="dc, dm, dsa"):
         base.method_class("mtt")
+
+
+def test_out_of_memory_names_the_knobs_and_keeps_a_checkpoint(data, tmp_path, monkeypatch):
+    from medcondense.distill.dm import DMMethod
+
+    def out_of_memory(self, *args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(DMMethod, "loss", out_of_memory)
+    out = tmp_path / "syn.h5"
+    with pytest.raises(RuntimeFailure, match="out of device memory") as info:
+        pipeline.run(fast_config(data, out, "dm"))
+    for knob in ("--batch-real", "--batch-classes off", "--ipc"):
+        assert knob in str(info.value)
+    assert not out.exists() and checkpoint_path_for(out).exists()
+
+
+def test_a_checkpoint_rebuilds_its_method_from_name_and_config(data, tmp_path):
+    out = tmp_path / "syn.h5"
+    with pytest.raises(Interrupted):
+        pipeline.run(fast_config(data, out, "dsa"), hooks=_interrupt_at(0))
+    payload = torch.load(checkpoint_path_for(out), weights_only=True)
+    assert payload["method"] == "dsa" and payload["config"]["method"] == "dsa"
+    method = base.rebuild_method(payload, base.DataSpec(1, 16, 4), torch.device("cpu"))
+    assert type(method).__name__ == "DSAMethod" and method.hp.outer_loop == 2 and method.hp.aug

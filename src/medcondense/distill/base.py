@@ -231,12 +231,21 @@ class LoopState:
         )
 
 
-def save_checkpoint(path: Path, state: LoopState, hp: Hyperparameters, run_key: str, source_hash: str) -> None:
-    """Write a checkpoint atomically (``<path>.tmp`` then ``os.replace``)."""
+def save_checkpoint(
+    path: Path, state: LoopState, hp: Hyperparameters, run_key: str, source_hash: str,
+    config: dict[str, Any] | None = None,
+) -> None:
+    """Write a checkpoint atomically (``<path>.tmp`` then ``os.replace``).
+
+    It holds the method name and resolved hyper-parameters (enough to rebuild the method with
+    :func:`rebuild_method`), the stage config, the next iteration, the synthetic images, the
+    optimizer state, the RNG states and the loss curve.
+    """
     payload = {
         "format": CHECKPOINT_FORMAT,
         "method": hp.method,
         "hyperparameters": hp.to_dict(),
+        "config": config or {},
         "run_key": run_key,
         "source_hash": source_hash,
         "iteration": state.iteration,
@@ -280,6 +289,27 @@ def load_checkpoint(path: Path, run_key: str, source_hash: str) -> dict[str, Any
     return payload
 
 
+def initial_state(syn_init: torch.Tensor, generator: torch.Generator) -> LoopState:
+    """The loop state before iteration 0: the initial images and the generator as seeded."""
+    return LoopState(0, syn_init.detach().clone(), {}, generator.get_state(), [])
+
+
+def state_from_checkpoint(payload: dict[str, Any], device: torch.device) -> LoopState:
+    """The loop state a checkpoint holds, with its tensors on ``device``."""
+    return LoopState(
+        iteration=int(payload["iteration"]),
+        syn=payload["syn"].to(device),
+        optimizer_state=_to_device(payload["optimizer"], device),
+        generator_state=payload["generator"],
+        loss_curve=[list(p) for p in payload["loss_curve"]],
+    )
+
+
+def rebuild_method(payload: dict[str, Any], spec: DataSpec, device: torch.device) -> Method:
+    """The method a checkpoint was made with, rebuilt from its name and hyper-parameters."""
+    return method_class(payload["method"])(Hyperparameters(**payload["hyperparameters"]), spec, device)
+
+
 def _to_cpu(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()
@@ -321,6 +351,8 @@ class Engine:
     checkpoint : path of the checkpoint file (``None``: no checkpoints)
     checkpoint_every : write a checkpoint every K completed iterations (0: only on Ctrl-C/NaN)
     run_key, source_hash : identify the run inside its checkpoints
+    hooks : callbacks (see :class:`EngineHooks`)
+    config : the stage config, recorded in checkpoints
     """
 
     def __init__(
@@ -334,6 +366,7 @@ class Engine:
         run_key: str,
         source_hash: str,
         hooks: EngineHooks | None = None,
+        config: dict[str, Any] | None = None,
     ):
         self.method = method
         self.hp = method.hp
@@ -344,26 +377,12 @@ class Engine:
         self.run_key = run_key
         self.source_hash = source_hash
         self.hooks = hooks or EngineHooks()
+        self.config = config or {}
         self.augmenter = Augmenter(self.hp.aug, method.device)
-
-    # -- state ----------------------------------------------------------------------------
-    def initial_state(self, syn_init: torch.Tensor, generator: torch.Generator) -> LoopState:
-        """The state before iteration 0."""
-        return LoopState(0, syn_init.detach().clone(), {}, generator.get_state(), [])
-
-    def state_from_checkpoint(self, payload: dict[str, Any]) -> LoopState:
-        """The state a checkpoint holds, on the method's device."""
-        return LoopState(
-            iteration=int(payload["iteration"]),
-            syn=payload["syn"].to(self.method.device),
-            optimizer_state=_to_device(payload["optimizer"], self.method.device),
-            generator_state=payload["generator"],
-            loss_curve=[list(p) for p in payload["loss_curve"]],
-        )
 
     def _save(self, state: LoopState) -> None:
         if self.checkpoint is not None:
-            save_checkpoint(self.checkpoint, state, self.hp, self.run_key, self.source_hash)
+            save_checkpoint(self.checkpoint, state, self.hp, self.run_key, self.source_hash, self.config)
             log.debug("checkpoint at iteration %d: %s", state.iteration, self.checkpoint)
 
     # -- loop -----------------------------------------------------------------------------
@@ -406,6 +425,12 @@ class Engine:
             raise RuntimeFailure(
                 f"{hp.method} loss became {bad.value} at iteration {bad.iteration}{kept}",
                 hint="lower --lr-img, or check the input for constant or extreme images",
+            ) from None
+        except torch.OutOfMemoryError:
+            self._save(good)
+            raise RuntimeFailure(
+                f"out of device memory at iteration {good.iteration} ({self.method.device})",
+                hint=f"lower --batch-real (now {hp.batch_real}), use --batch-classes off, or a smaller --ipc (now {hp.ipc})",
             ) from None
         return good
 

@@ -27,10 +27,14 @@ from medcondense.distill.base import (
     Engine,
     Hyperparameters,
     LoopState,
+    Method,
     RealSampler,
     checkpoint_path_for,
+    initial_state,
     load_checkpoint,
     method_class,
+    rebuild_method,
+    state_from_checkpoint,
 )
 from medcondense.errors import AlreadyDone, ConfigError
 
@@ -310,9 +314,9 @@ def _run_synthetic(
     syn_labels = torch.arange(spec.num_classes, device=device).repeat_interleave(hp.ipc)
     method = method_class(hp.method)(hp, spec, device)
     checkpoint = checkpoint_path_for(config.output)
+    state, resumed_from, method = _start_state(config, method, hp, sampler, spec, device, checkpoint, run_key, source_hash)
     engine = Engine(method, sampler, syn_labels, checkpoint=checkpoint, checkpoint_every=config.checkpoint_every,
-                    run_key=run_key, source_hash=source_hash, hooks=hooks)
-    state, resumed_from = _start_state(config, engine, hp, sampler, spec, device, checkpoint, run_key, source_hash)
+                    run_key=run_key, source_hash=source_hash, hooks=hooks, config=config_to_dict(config))
     log.info("distilling %s: %d classes x IPC %d, %d iterations (from %d) on %s; hyper-parameters %s",
              hp.method, spec.num_classes, hp.ipc, hp.iterations, state.iteration, device, _short_hp(hp))
     t0 = time.time()
@@ -333,19 +337,20 @@ def _run_synthetic(
     }
 
 
-def _start_state(config, engine, hp, sampler, spec, device, checkpoint, run_key, source_hash) -> tuple[LoopState, int | None]:
-    """A fresh state (seeded generator, initial images) or, with ``--resume``, the checkpoint's."""
+def _start_state(config, method, hp, sampler, spec, device, checkpoint, run_key, source_hash) -> tuple[LoopState, int | None, Method]:
+    """A fresh state (seeded generator, initial images) or, with ``--resume``, the checkpoint's
+    state and the method rebuilt from it."""
     if config.resume and checkpoint.exists():
         payload = load_checkpoint(checkpoint, run_key, source_hash)
         log.info("resuming from %s at iteration %d", checkpoint, payload["iteration"])
-        return engine.state_from_checkpoint(payload), int(payload["iteration"])
+        return state_from_checkpoint(payload, device), int(payload["iteration"]), rebuild_method(payload, spec, device)
     if config.resume:
         log.warning("--resume: no checkpoint at %s; starting from the beginning", checkpoint)
     elif checkpoint.exists():
         log.warning("an earlier checkpoint %s exists; starting over (pass --resume to continue it)", checkpoint)
     generator = torch.Generator().manual_seed(hp.seed)
     syn = _init_syn(hp, sampler, spec, generator, device)
-    return engine.initial_state(syn, generator), None
+    return initial_state(syn, generator), None, method
 
 
 def _short_hp(hp: Hyperparameters) -> str:
