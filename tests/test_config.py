@@ -19,7 +19,8 @@ from medcondense.errors import ConfigError
 
 def test_defaults() -> None:
     cfg = build_config(DistillConfig)
-    assert (cfg.method, cfg.ipc, cfg.lr_net, cfg.batch_real) == ("dsa", 10, 0.01, 256)
+    # batch_real None = the preset's value (256, the reference's, under --preset paper)
+    assert (cfg.method, cfg.ipc, cfg.lr_net, cfg.batch_real, cfg.preset) == ("dsa", 10, 0.01, None, "quick")
 
 
 def test_precedence(tmp_path: Path) -> None:

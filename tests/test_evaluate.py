@@ -14,7 +14,7 @@ from medcondense import evaluate, store
 from medcondense.cli import app
 from medcondense.config import EvaluateConfig
 from medcondense.errors import AlreadyDone, ConfigError, DataMismatchError, ShapeMismatch, StoreError
-from conftest import make_blob_set
+from blob_data import make_blob_set
 
 REPORT_KEYS = {"real", "protocol", "results", "output", "plot", "run_key", "provenance"}
 RESULT_KEYS = {"file", "kind", "method", "ipc", "train_images", "content_hash", "metrics", "baselines", "recovery"}

@@ -13,7 +13,7 @@ FAST = dict(ipc=2, iterations=4, batch_real=8, outer_loop=2, inner_loop=1, devic
 
 def write_blob(path: Path, **kwargs) -> Path:
     """A ``make_blob_set`` set (4 classes, 16 px unless overridden) written to ``path``."""
-    from conftest import make_blob_set
+    from blob_data import make_blob_set
 
     store.write(path, make_blob_set(**kwargs))
     return path

@@ -103,7 +103,7 @@ def test_ipc_larger_than_a_class_is_refused_naming_the_class(tmp_path):
 
 
 def test_a_class_without_train_images_is_refused(tmp_path):
-    from conftest import make_blob_set
+    from blob_data import make_blob_set
 
     image_set = make_blob_set()
     keep = ~((image_set.labels == 2) & (image_set.split == store.SPLIT_TRAIN))

@@ -8,17 +8,8 @@ import numpy as np
 import pytest
 
 from medcondense import store
-from medcondense.config import ScoreConfig
 
-
-def write_syn(path: Path, images: np.ndarray, class_names: list[str], kind: str = "synthetic") -> Path:
-    """Write ``images`` (one a class, in class order) as a synthetic or subset file."""
-    n = images.shape[0]
-    store.write(path, store.ImageSet(
-        images=images.astype(np.float32), labels=np.arange(n) % len(class_names),
-        split=np.zeros(n, np.uint8), class_names=class_names, kind=kind, attrs={"method": "test", "ipc": 1},
-    ))
-    return path
+from score_helpers import write_syn
 
 
 @pytest.fixture
@@ -34,13 +25,6 @@ def copy_syn(tmp_path: Path, blob_set: store.ImageSet) -> Path:
     rng = np.random.default_rng(2)
     images = np.concatenate([blob_set.part(store.SPLIT_TRAIN).images[:1], rng.random((3, 1, 16, 16))])
     return write_syn(tmp_path / "copy.h5", images, blob_set.class_names)
-
-
-def quick_config(data: Path, **overrides) -> ScoreConfig:
-    """A config that runs in a few seconds on the 16 px blob set."""
-    values = dict(data=str(data), ipc=[1], repeats=1, epochs=10, full_steps=20, embed_nets=2, device="cpu")
-    values.update(overrides)
-    return ScoreConfig(**values)
 
 
 @pytest.fixture(autouse=True)

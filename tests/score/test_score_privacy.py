@@ -7,7 +7,7 @@ from pathlib import Path
 from medcondense import score
 from medcondense.errors import EXIT_GATE
 
-from conftest import quick_config, write_syn  # tests/score/conftest.py
+from score_helpers import quick_config, write_syn
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -13,7 +13,7 @@ import pytest
 from medcondense import score, store
 from medcondense.errors import ConfigError, DataMismatchError, StoreError
 
-from conftest import quick_config, write_syn  # tests/score/conftest.py
+from score_helpers import quick_config, write_syn
 
 
 def test_before_distilling_reports_indicator_proxies_and_prediction(real_h5: Path, tmp_path: Path):
