@@ -208,7 +208,7 @@ def distill(
     batch_real: Optional[int] = typer.Option(None, "--batch-real", help="Real images per class per step [default: from --preset: quick 64, paper 256 (the reference)]."),
     init: Optional[str] = typer.Option(None, "--init", help="real | noise [default: real]."),
     aug: Optional[str] = typer.Option(None, "--aug", help="DSA/DM augmentations, comma-separated from color,crop,cutout,flip,scale,rotate, or none [default: all but flip when the data set says laterality matters]."),
-    batch_classes: Optional[str] = typer.Option(None, "--batch-classes", help="auto | on | off: one forward pass for all classes [default: auto = on for CUDA]."),
+    batch_classes: Optional[str] = typer.Option(None, "--batch-classes", help="auto | on | off: DM sends all classes through the net in one pass [default: auto = on for CUDA, and on a CPU under bf16; off otherwise, where it measured slower]."),
     amp: Optional[str] = typer.Option(None, "--amp", help="auto | off | bf16: bfloat16 autocast, DM only [default: auto = bf16 for DM on CPUs with native bf16, else off]."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Save a checkpoint every K iterations [default: 50]."),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue bit-for-bit from <output>.ckpt of the same run (same input and options). Ctrl-C saves one."),

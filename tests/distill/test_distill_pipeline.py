@@ -148,4 +148,9 @@ def test_presets_and_defaults_follow_the_reference(data):
     quick = pipeline.resolve_hyperparameters(DistillConfig(method="dm", ipc=10, iterations=7, batch_real=32), cpu, False)
     assert quick.iterations == 7 and quick.batch_real == 32 and "flip" in quick.aug
     assert pipeline.resolve_hyperparameters(DistillConfig(method="dm", aug=["none"]), cpu, True).aug == []
-    assert pipeline.resolve_hyperparameters(DistillConfig(method="dm", batch_classes="auto"), cpu, True).batch_classes is False
+    fp32 = pipeline.resolve_hyperparameters(DistillConfig(method="dm", amp="off"), cpu, True)
+    assert fp32.batch_classes is False, "in float32 on a CPU batching classes measured slower"
+    bf16 = pipeline.resolve_hyperparameters(DistillConfig(method="dm", amp="bf16"), cpu, True)
+    assert bf16.batch_classes is True and bf16.amp == "bf16"
+    dc = pipeline.resolve_hyperparameters(DistillConfig(method="dc", batch_classes="on"), cpu, True)
+    assert dc.batch_classes is False and dc.amp == "off"

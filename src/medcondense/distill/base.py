@@ -167,13 +167,18 @@ class Augmenter:
     def __bool__(self) -> bool:
         return bool(self.ops)
 
-    def sample(self, generator: torch.Generator) -> Any:
-        """One set of parameters (one op, mode 'S'), or ``None`` when augmentation is off."""
+    def sample(self, generator: torch.Generator, per_sample: int | None = None) -> Any:
+        """One op with its parameters (mode 'S'), or ``None`` when augmentation is off.
+
+        ``per_sample=None`` draws one parameter for the whole batch (Siamese: shared by the real
+        and the synthetic batch); ``per_sample=N`` draws one per image of a batch of N, as the
+        reference does when it trains a network on augmented images.
+        """
         if not self.ops:
             return None
         from medcondense.distill.augment import sample_params
 
-        return sample_params(self.ops, generator, self.device)
+        return sample_params(self.ops, generator, self.device, per_sample=per_sample)
 
     @staticmethod
     def apply(x: torch.Tensor, params: Any) -> torch.Tensor:

@@ -111,7 +111,8 @@ class DCMethod(Method):
             order = torch.randperm(n, generator=generator).to(syn_images.device)
             for start in range(0, n, self.hp.batch_train):
                 idx = order[start : start + self.hp.batch_train]
-                x = Augmenter.apply(syn_images[idx], self.augmenter.sample(generator))
+                # not Siamese here: the reference draws one parameter per image (DiffAugment seed -1)
+                x = Augmenter.apply(syn_images[idx], self.augmenter.sample(generator, per_sample=len(idx)))
                 loss = self.criterion(state.net(x), syn_labels[idx])
                 state.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
