@@ -6,8 +6,9 @@ settings (batch_real 256, ConvNet width 128 depth 3 instance norm, DC/DSA outer/
 IPC). Every configuration runs in its own subprocess so peak memory is its own.
 
 DC/DSA iterations at IPC 10/50 take minutes on a CPU; ``--max-outer K`` runs only K of the
-``outer_loop`` image updates of an iteration and scales the time by ``outer_loop / K`` (each
-update does the same work; the table marks such rows). On a GPU run with ``--max-outer 0`` (all).
+``outer_loop`` image updates of an iteration, times the matching updates and the inner loops
+between them apart, and scales each to the full ``outer_loop`` updates and ``outer_loop - 1``
+inner loops (every update does the same work; the table marks such rows). On a GPU run with ``--max-outer 0`` (all).
 
 Variants (``--variants``): ``base`` (classes one by one, float32, the reference's order),
 ``batched`` (DM: all classes in one pass), ``bf16`` (DM: bfloat16 autocast), ``batched+bf16``,
@@ -66,6 +67,7 @@ def measure(method: str, ipc: int, variant: str, device_name: str, iterations: i
         m.build_net = lambda: base_build().to(memory_format=torch.channels_last)  # type: ignore[method-assign]
     sampler = RealSampler(list(real.split(per_class)))
     labels = torch.arange(num_classes, device=device).repeat_interleave(ipc)
+    inner_seconds = _time_inner_loop(m)
     engine = Engine(m, sampler, labels, checkpoint=None, checkpoint_every=0, run_key="bench", source_hash="bench")
     syn = torch.cat([sampler.sample(c, ipc, gen) for c in range(num_classes)])
     state = initial_state(syn, gen)
@@ -76,19 +78,45 @@ def measure(method: str, ipc: int, variant: str, device_name: str, iterations: i
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(device)
     hp.iterations = iterations
+    inner_seconds.clear()
     t0 = time.perf_counter()
     state = engine.run(state)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    seconds = (time.perf_counter() - t0) / iterations
-    scale = outer / run_outer
+    total = (time.perf_counter() - t0) / iterations
+    inner = sum(inner_seconds) / iterations
+    # An iteration is outer_loop matching updates and outer_loop - 1 inner loops; scale each part.
+    match_per_update = (total - inner) / run_outer
+    inner_per_loop = inner / (run_outer - 1) if run_outer > 1 else 0.0
+    seconds = outer * match_per_update + (outer - 1) * inner_per_loop
     losses = [v for _, v in state.loss_curve]
     return {
         "method": method, "ipc": ipc, "variant": variant, "device": str(device),
-        "seconds_per_iteration": seconds * scale, "extrapolated": scale != 1.0,
+        "seconds_per_iteration": seconds, "extrapolated": run_outer != outer,
+        "seconds_matching_update": match_per_update, "seconds_inner_loop": inner_per_loop,
         "outer_loop": outer, "outer_measured": run_outer, "inner_loop": inner, "batch_real": batch_real,
         "peak_memory_mb": _peak_memory_mb(device), "loss_curve": losses,
     }
+
+
+def _time_inner_loop(method) -> list[float]:
+    """Wrap ``method.between_updates`` to record its wall time per call (CUDA: synchronized)."""
+    import torch
+
+    seconds: list[float] = []
+    original = method.between_updates
+
+    def timed(*args, **kwargs):
+        if method.device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        original(*args, **kwargs)
+        if method.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - t0)
+
+    method.between_updates = timed
+    return seconds
 
 
 def _peak_memory_mb(device) -> float:
@@ -125,12 +153,14 @@ def main() -> None:
     parser.add_argument("--ipc", type=int, nargs="+", default=[1, 10, 50])
     parser.add_argument("--method", nargs="+", default=["dc", "dsa", "dm"])
     parser.add_argument("--variants", nargs="+", default=["base", "batched", "bf16", "batched+bf16"], choices=VARIANTS)
-    parser.add_argument("--max-outer", type=int, default=2, help="DC/DSA: image updates timed per iteration (0 = all)")
+    parser.add_argument("--max-outer", type=int, default=2, help="DC/DSA: image updates timed per iteration, at least 2 so an inner loop is timed (0 = all)")
     parser.add_argument("--batch-real", type=int, default=256)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.max_outer == 1:
+        parser.error("--max-outer must be 0 (all) or at least 2: the inner loop runs between updates")
     if args.child:
         _child(args)
         return

@@ -201,7 +201,7 @@ def distill(
     method: Optional[str] = typer.Option(None, "--method", help="dc | dsa | dm (synthetic) or random | herding | kcenter (coreset of real images) [default: dsa]."),
     ipc: Optional[int] = typer.Option(None, "--ipc", help="Images per class, e.g. 1, 10, 50 [default: 10]."),
     preset: Optional[str] = typer.Option(None, "--preset", help="quick (minutes on a CPU) | paper (the reference iteration counts) [default: quick]."),
-    iterations: Optional[int] = typer.Option(None, "--iterations", help="Outer iterations [default: from --preset: quick DC/DSA 20, DM 200; paper DC/DSA 1000, DM 20000]."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="Outer iterations [default: from --preset: quick DC/DSA 10, DM 200; paper DC/DSA 1000, DM 20000]."),
     outer_loop: Optional[int] = typer.Option(None, "--outer-loop", help="DC/DSA outer loop [default: by IPC, from the reference table]."),
     inner_loop: Optional[int] = typer.Option(None, "--inner-loop", help="DC/DSA inner loop [default: by IPC, from the reference table]."),
     lr_img: Optional[float] = typer.Option(None, "--lr-img", help="Learning rate of the synthetic images [default: 0.1 for DC/DSA, 1.0 for DM]."),

@@ -41,11 +41,11 @@ def test_each_method_lowers_its_loss(data, tmp_path, method, overrides):
 
 
 def test_two_runs_with_the_same_seed_give_identical_images(data, tmp_path):
-    a = pipeline.run(fast_config(data, tmp_path / "a.h5", "dsa"))
-    b = pipeline.run(fast_config(data, tmp_path / "b.h5", "dsa"))
+    a = pipeline.run(fast_config(data, tmp_path / "a.h5", "dsa", iterations=2))
+    b = pipeline.run(fast_config(data, tmp_path / "b.h5", "dsa", iterations=2))
     images_a, images_b = store.read(a["output"]).images, store.read(b["output"]).images
     assert np.array_equal(images_a, images_b)
-    c = pipeline.run(fast_config(data, tmp_path / "c.h5", "dsa", seed=1))
+    c = pipeline.run(fast_config(data, tmp_path / "c.h5", "dsa", iterations=2, seed=1))
     assert not np.array_equal(images_a, store.read(c["output"]).images)
 
 
@@ -59,15 +59,15 @@ def _interrupt_at(k: int) -> EngineHooks:
 
 @pytest.mark.parametrize("method", ["dm", "dsa"])
 def test_resume_equals_an_uninterrupted_run(data, tmp_path, method):
-    full = pipeline.run(fast_config(data, tmp_path / "full.h5", method, iterations=5))
+    full = pipeline.run(fast_config(data, tmp_path / "full.h5", method, iterations=3))
     out = tmp_path / "resumed.h5"
-    with pytest.raises(Interrupted, match="interrupted after iteration 2"):
-        pipeline.run(fast_config(data, out, method, iterations=5), hooks=_interrupt_at(2))
+    with pytest.raises(Interrupted, match="interrupted after iteration 1"):
+        pipeline.run(fast_config(data, out, method, iterations=3), hooks=_interrupt_at(1))
     checkpoint = checkpoint_path_for(out)
     assert checkpoint.exists() and not out.exists()
-    assert torch.load(checkpoint, weights_only=True)["iteration"] == 3
-    resumed = pipeline.run(fast_config(data, out, method, iterations=5, resume=True))
-    assert resumed["resumed_from"] == 3
+    assert torch.load(checkpoint, weights_only=True)["iteration"] == 2
+    resumed = pipeline.run(fast_config(data, out, method, iterations=3, resume=True))
+    assert resumed["resumed_from"] == 2
     assert np.array_equal(store.read(full["output"]).images, store.read(out).images)
     assert store.read(full["output"]).attrs["loss_curve"] == store.read(out).attrs["loss_curve"]
     assert not checkpoint.exists(), "the checkpoint is deleted once the output is written"

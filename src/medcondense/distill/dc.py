@@ -67,7 +67,7 @@ class DCMethod(Method):
     """Gradient matching; :class:`~medcondense.distill.dsa.DSAMethod` adds Siamese augmentation."""
 
     default_lr_img = 0.1
-    preset_iterations = {"quick": 20, "paper": 1000}
+    preset_iterations = {"quick": 10, "paper": 1000}
     preset_batch_real = {"quick": 64, "paper": 256}
     uses_loops = True
 
