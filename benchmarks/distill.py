@@ -174,6 +174,8 @@ def main() -> None:
             rows.append({"method": method, "ipc": ipc, "variant": variant, "error": done.stderr.strip().splitlines()[-1:]})
             continue
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"done: {method} ipc {ipc} {variant}: {rows[-1]['seconds_per_iteration']:.3f} s/iteration",
+              file=sys.stderr, flush=True)
     record = {"machine": platform.processor() or platform.machine(), "device": args.device,
               "iterations": args.iterations, "max_outer": args.max_outer, "rows": rows}
     args.output.parent.mkdir(parents=True, exist_ok=True)
