@@ -118,7 +118,7 @@ class ScoreConfig:
     calibration: str | None = None
     calibrate: list[str] = field(default_factory=list)
     output: str | None = None
-    full_steps: int = 2000
+    full_steps: int = 1000  # as evaluate.full_steps, so both stages share one cached full baseline
     embed_nets: int = 3
     max_per_class: int = 500
     ssim_topk: int = 8

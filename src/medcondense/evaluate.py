@@ -453,6 +453,48 @@ def _cached(cache: BaselineCache, params: dict[str, Any], compute: Callable[[], 
     return {**result, "cached": False}
 
 
+def _baselines(
+    plan: _Plan, real: RealData, cache: BaselineCache, ipcs: list[int], which: list[str] | tuple[str, ...], tick,
+) -> tuple[dict[str, Any] | None, dict[int, dict[str, Any]]]:
+    """The full baseline (or None) and the random baseline of every IPC, from the cache when there."""
+    full = None
+    if "full" in which:
+        full = _cached(cache, _baseline_params(plan, real, "full", None), lambda: _full_baseline(plan, real, tick))
+    randoms = {}
+    if "random" in which:
+        for ipc in ipcs:
+            randoms[ipc] = _cached(cache, _baseline_params(plan, real, "random", ipc),
+                                   lambda ipc=ipc: _random_baseline(plan, real, ipc, tick))
+    return full, randoms
+
+
+def real_baselines(
+    real: RealData,
+    *,
+    ipcs: list[int],
+    models: int,
+    epochs: int,
+    full_steps: int,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    arch: str = "convnet",
+    which: tuple[str, ...] = BASELINES,
+    tick: Callable[[], None] | None = None,
+) -> tuple[dict[str, Any] | None, dict[int, dict[str, Any]]]:
+    """Random-subset (per IPC) and full-train-split accuracies of a real file, trained once.
+
+    The same numbers, with the same cache (``<real>.baselines.json``), as ``evaluate``'s
+    baselines under the same options: ``score`` builds the paper's indicator from them, so a
+    pipeline that runs both stages with matching settings trains each baseline only once.
+    Returns ``(full, {ipc: random})`` in :func:`evaluate_images`' summary layout.
+    """
+    plan = _Plan(
+        arch=arch, models=models, settings=TrainSettings(epochs=epochs), train_aug="none", augment=None,
+        aug_ops=[], device=torch.device(device), seed=seed, full_steps=full_steps, test_site=None,
+    )
+    return _baselines(plan, real, BaselineCache(real.path), list(ipcs), which, tick or (lambda: None))
+
+
 def _metrics_block(summary: dict[str, Any]) -> dict[str, Any]:
     return {name: summary[name] for name in (*metrics.SCALAR_METRICS, "per_class_recall")}
 
@@ -521,14 +563,7 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
     log.info("evaluating %d set(s) with %d %s net(s) each, %d epochs, on %s",
              len(inputs), plan.models, plan.arch, plan.settings.epochs, describe_device(plan.device))
     with progress("evaluate", total=total) as bar:
-        full = None
-        if "full" in config.baselines:
-            full = _cached(cache, _baseline_params(plan, real, "full", None), lambda: _full_baseline(plan, real, bar.advance))
-        randoms = {}
-        if "random" in config.baselines:
-            for ipc in ipcs:
-                randoms[ipc] = _cached(cache, _baseline_params(plan, real, "random", ipc),
-                                       lambda ipc=ipc: _random_baseline(plan, real, ipc, bar.advance))
+        full, randoms = _baselines(plan, real, cache, ipcs, config.baselines, bar.advance)
         results = []
         for item in inputs:
             bar.update(status=Path(item.path).name)

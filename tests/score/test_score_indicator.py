@@ -1,49 +1,50 @@
-"""The paper's indicator: random real subsets vs a full-data model."""
+"""The paper's indicator: random real subsets vs a full-data model (evaluate's baselines)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
-import torch
 
-from medcondense import store
-from medcondense.score import indicator
-from medcondense.train import TrainSettings, standardize
+from medcondense import evaluate, score, store
+from medcondense.config import EvaluateConfig
 
-
-def _tensors(image_set: store.ImageSet):
-    mean, std = image_set.normalization_stats()
-    train, test = image_set.part(store.SPLIT_TRAIN), image_set.part(store.SPLIT_TEST)
-    return (standardize(train.images, mean, std), torch.as_tensor(train.labels),
-            standardize(test.images, mean, std), test.labels)
+from score_helpers import quick_config
 
 
-def test_subset_index_takes_ipc_per_class_and_all_of_a_small_class():
-    labels = np.array([0] * 10 + [1] * 2)
-    idx = indicator.subset_index(labels, 3, np.random.default_rng(0))
-    assert np.bincount(labels[idx]).tolist() == [3, 2]
-    assert len(set(idx.tolist())) == idx.size
+def test_indicator_is_near_one_on_a_trivially_separable_set(real_h5):
+    result = score.run(quick_config(real_h5, repeats=2))
+    row = result["ipc"][0]
+    assert result["full_data"]["accuracy"] >= 0.95
+    assert row["random_rel"] >= 0.9
+    assert len(row["random_accuracy"]["runs"]) == 2
 
 
-def test_indicator_is_near_one_on_a_trivially_separable_set(blob_set):
-    train_x, train_y, test_x, test_y = _tensors(blob_set)
-    settings = TrainSettings(epochs=10)
-    rnd = indicator.random_subset_accuracy(train_x, train_y, test_x, test_y, 4, ipc=1, repeats=2, settings=settings, seed=0)
-    full = indicator.full_accuracy(train_x, train_y, test_x, test_y, 4, settings, full_steps=20, seed=0)
-    assert full["accuracy"] >= 0.95
-    assert rnd["mean"] / full["accuracy"] >= 0.9
-    assert len(rnd["runs"]) == 2
-
-
-def test_indicator_is_near_chance_when_labels_carry_no_signal(blob_set):
-    train_x, _, test_x, test_y = _tensors(blob_set)
+def test_indicator_is_near_chance_when_labels_carry_no_signal(tmp_path, blob_set):
     rng = np.random.default_rng(0)
-    shuffled = torch.as_tensor(rng.permutation(np.arange(train_x.shape[0]) % 4))
-    rnd = indicator.random_subset_accuracy(train_x, shuffled, test_x, rng.permutation(test_y), 4, ipc=1,
-                                           repeats=1, settings=TrainSettings(epochs=10), seed=0)
-    assert rnd["mean"] < 0.6
+    noise = dataclasses.replace(blob_set, labels=rng.permutation(blob_set.labels))
+    path = tmp_path / "noise.h5"
+    store.write(path, noise)
+    result = score.run(quick_config(path))
+    assert result["ipc"][0]["random_accuracy"]["mean"] < 0.6
 
 
-def test_full_budget_caps_epochs_by_sgd_steps():
-    settings = TrainSettings(epochs=300, batch_size=256)
-    assert indicator.full_budget(settings, n_train=256 * 10, full_steps=2000).epochs == 200
-    assert indicator.full_budget(settings, n_train=100, full_steps=2000).epochs == 300
+def test_score_and_evaluate_share_one_cached_baseline(real_h5, tmp_path, monkeypatch):
+    score.run(quick_config(real_h5, repeats=1, epochs=10, full_steps=20))
+    cache = json.loads((tmp_path / "data.h5.baselines.json").read_text())
+    assert len(cache["entries"]) == 2  # full + random at IPC 1
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("the baseline should come from the cache")
+
+    monkeypatch.setattr(evaluate, "_full_baseline", must_not_train)
+    monkeypatch.setattr(evaluate, "_random_baseline", must_not_train)
+    again = score.run(quick_config(real_h5, repeats=1, epochs=10, full_steps=20))
+    assert again["full_data"]["cached"] and again["ipc"][0]["random_accuracy"]["cached"]
+    syn = tmp_path / "syn.h5"
+    train = blob_set_train = store.read(real_h5).part(store.SPLIT_TRAIN)
+    picked = np.concatenate([np.flatnonzero(blob_set_train.labels == k)[:1] for k in range(4)])
+    store.write(syn, dataclasses.replace(train.select(picked), kind="subset", attrs={**train.attrs, "ipc": 1}))
+    report = evaluate.run(EvaluateConfig(inputs=[str(syn)], real=str(real_h5), models=1, epochs=10, device="cpu", full_steps=20))
+    assert report["results"][0]["baselines"]["full"]["cached"] is True

@@ -31,8 +31,9 @@ def test_before_distilling_reports_indicator_proxies_and_prediction(real_h5: Pat
 
 
 def test_the_real_file_must_be_real(tmp_path: Path, noise_syn: Path):
-    with pytest.raises(ConfigError, match="noise.h5: is a synthetic set"):
+    with pytest.raises(DataMismatchError, match="noise.h5: is a synthetic set") as info:
         score.run(quick_config(noise_syn))
+    assert info.value.exit_code == 2
 
 
 def test_mismatched_classes_and_shapes_are_refused(real_h5: Path, blob_set, tmp_path: Path):

@@ -28,9 +28,10 @@ from medcondense.config import ScoreConfig
 from medcondense.console import progress
 from medcondense.device import describe_device, resolve_device, seed_everything
 from medcondense.errors import EXIT_GATE, ConfigError, DataMismatchError, NoUsableInputError, ShapeMismatch
-from medcondense.score import distance, indicator, predictor, privacy, proxies
+from medcondense.evaluate import RealData, load_real
+from medcondense.score import distance, predictor, privacy, proxies
 from medcondense.score.embedding import cap_per_class, embed, random_nets, unit_rows
-from medcondense.train import TrainSettings, standardize
+from medcondense.train import standardize
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +54,6 @@ def _check_options(config: ScoreConfig) -> None:
         raise ConfigError(f"--cosine-threshold must lie in [-1, 1], got {config.cosine_threshold}")
 
 
-def _read_real(path: str) -> store.ImageSet:
-    real = store.read(path)
-    store.require_kind(real, ("real",), path, "score needs the real data set from ingest as its first file")
-    if not (real.split == store.SPLIT_TRAIN).any():
-        raise NoUsableInputError("has no train images to score", path=path)
-    return real
-
-
 def _read_syn(path: str, real: store.ImageSet) -> store.ImageSet:
     syn = store.read(path)
     store.require_kind(syn, ("synthetic", "subset"), path, "expected a distilled (synthetic) or subset file as the second file")
@@ -73,38 +66,31 @@ def _read_syn(path: str, real: store.ImageSet) -> store.ImageSet:
     return syn
 
 
-def _evaluation_split(real: store.ImageSet, path: str) -> tuple[store.ImageSet, str]:
-    """The test split, or the val split when there is no test split."""
-    for code in (store.SPLIT_TEST, store.SPLIT_VAL):
-        part = real.part(code)
-        if part.n:
-            if code == store.SPLIT_VAL:
-                log.warning("%s has no test split; measuring accuracies on the val split", path)
-            return part, store.SPLIT_NAMES[code]
-    raise NoUsableInputError("has no test or val images to measure accuracy on", path=path)
-
-
 # --------------------------------------------------------------------------- stages of run
 
 
-def _run_indicator(config: ScoreConfig, train_x, train_y, test_x, test_y: np.ndarray, num_classes: int) -> dict:
-    """Full-data accuracy and random-subset accuracy at every IPC."""
-    settings = TrainSettings(epochs=config.epochs)
-    smallest = int(torch.bincount(train_y).min())
+def _run_indicator(config: ScoreConfig, real: RealData, device: torch.device) -> dict:
+    """Full-data accuracy and random-subset accuracy at every IPC (evaluate's cached baselines)."""
+    from medcondense.evaluate import real_baselines
+
+    smallest = int(np.bincount(real.train_y).min())
     for ipc in config.ipc:
         if ipc > smallest:
             log.warning("IPC %d exceeds the smallest class (%d train images); such classes use all they have", ipc, smallest)
     start = time.perf_counter()
-    with progress("score: indicator", total=1 + len(config.ipc) * config.repeats) as bar:
-        full = indicator.full_accuracy(train_x, train_y, test_x, test_y, num_classes, settings, config.full_steps, config.seed)
-        bar.advance()
-        per_ipc = {}
-        for ipc in config.ipc:
-            per_ipc[ipc] = indicator.random_subset_accuracy(
-                train_x, train_y, test_x, test_y, num_classes, ipc, config.repeats, settings, config.seed)
-            bar.advance(config.repeats)
-            bar.update(status=f"ipc {ipc}: {per_ipc[ipc]['mean']:.3f}")
-    return {"full": full, "random": per_ipc, "seconds": round(time.perf_counter() - start, 3)}
+    with progress("score: indicator", total=config.repeats * (1 + len(config.ipc))) as bar:
+        full, randoms = real_baselines(
+            real, ipcs=config.ipc, models=config.repeats, epochs=config.epochs, full_steps=config.full_steps,
+            device=device, seed=config.seed, tick=bar.advance,
+        )
+    per_ipc = {
+        ipc: {"mean": r["accuracy"]["mean"], "std": r["accuracy"]["std"], "runs": r["accuracy"]["values"],
+              "cached": r.get("cached", False)}
+        for ipc, r in randoms.items()
+    }
+    full_block = {"accuracy": full["accuracy"]["mean"], "std": full["accuracy"]["std"], "epochs": full["epochs"],
+                  "n_train": full["train_images"], "models": full["models"], "cached": full.get("cached", False)}
+    return {"full": full_block, "random": per_ipc, "seconds": round(time.perf_counter() - start, 3)}
 
 
 def _embed_all(nets, x: torch.Tensor) -> list[torch.Tensor]:
@@ -209,23 +195,20 @@ def run(config: ScoreConfig) -> dict:
     if config.calibrate:
         return _run_calibrate(config)
     calibration, calibration_path = predictor.load_calibration(config.calibration)
-    real = _read_real(config.data)
+    judge = load_real(config.data)  # kind real, train and test splits, standardized tensors
+    real = judge.image_set
     syn = _read_syn(config.syn, real) if config.syn else None
-    test, test_name = _evaluation_split(real, config.data)
     device = resolve_device(config.device)
     seed_everything(config.seed)
     log.info("scoring %s on %s", config.data, describe_device(device))
 
     train_mask = real.split == store.SPLIT_TRAIN
     real_train, train_index = real.select(train_mask), np.flatnonzero(train_mask)
-    mean, std = real.normalization_stats()
-    train_x = standardize(real_train.images, mean, std).to(device)
-    train_y = torch.as_tensor(real_train.labels, device=device)
-    test_x = standardize(test.images, mean, std).to(device)
-    test_y = torch.as_tensor(test.labels, device=device)
+    mean, std = judge.mean, judge.std
+    train_x, train_y = judge.train_x.to(device), torch.as_tensor(judge.train_y, device=device)
+    test_x, test_y = judge.test_x.to(device), torch.as_tensor(judge.test_y, device=device)
 
-    measured = (_run_indicator(config, train_x, train_y, test_x, test.labels, real.num_classes)
-                if config.ipc else None)
+    measured = _run_indicator(config, judge, device) if config.ipc else None
     start = time.perf_counter()
     nets = random_nets(real.image_shape[0], real.image_shape[1], config.embed_nets, config.seed, device)
     train_emb, test_emb = _embed_all(nets, train_x), _embed_all(nets, test_x)
@@ -236,7 +219,7 @@ def run(config: ScoreConfig) -> dict:
         "data": config.data,
         "classes": real.class_names,
         "n_train": int(train_mask.sum()),
-        "evaluated_on": test_name,
+        "evaluated_on": "test",
         "device": describe_device(device),
         "seed": config.seed,
         "full_data": measured["full"] if measured else None,
