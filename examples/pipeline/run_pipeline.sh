@@ -21,14 +21,16 @@ WORK="${1:-${WORK:-work}}"
 PYTHON="${PYTHON:-python}"
 MEDCONDENSE="${MEDCONDENSE:-medcondense}"
 TASK="${TASK:-aal10}"
-TRAIN_PER_CLASS="${TRAIN_PER_CLASS:-60}"
+TRAIN_PER_CLASS="${TRAIN_PER_CLASS:-40}"
 TEST_PER_CLASS="${TEST_PER_CLASS:-20}"
 SIZE="${SIZE:-32}"
 METHOD="${METHOD:-dm}"
 IPC="${IPC:-10}"
 PRESET="${PRESET:-quick}"
+ITERATIONS="${ITERATIONS:-}"        # empty: the preset's count (DM quick: 200)
 MODELS="${MODELS:-2}"
 EPOCHS="${EPOCHS:-50}"
+FULL_STEPS="${FULL_STEPS:-1000}"     # SGD-step budget of the full-data baseline (shared by evaluate and score)
 DEVICE="${DEVICE:-auto}"
 SEED="${SEED:-0}"
 EXPORT_FORMATS="${EXPORT_FORMATS:-all}"
@@ -66,12 +68,13 @@ run_step "example data" "$PYTHON" "$BUILDER" --task "$TASK" --out "$WORK/brain" 
 run_step "ingest" "$MEDCONDENSE" ingest "$WORK/brain/dicom" --labels "$WORK/brain/dicom/manifest.csv" \
     --size "$SIZE" --seed "$SEED" -o "$DATA" --overwrite
 run_step "distill" "$MEDCONDENSE" distill "$DATA" --method "$METHOD" --ipc "$IPC" --preset "$PRESET" \
-    --device "$DEVICE" --seed "$SEED" -o "$SYN" --overwrite
+    ${ITERATIONS:+--iterations "$ITERATIONS"} --device "$DEVICE" --seed "$SEED" -o "$SYN" --overwrite
 run_step "evaluate" "$MEDCONDENSE" evaluate "$SYN" --real "$DATA" --models "$MODELS" --epochs "$EPOCHS" \
-    --device "$DEVICE" --seed "$SEED" -o "$REPORT" --overwrite
+    --set evaluate.full_steps="$FULL_STEPS" --device "$DEVICE" --seed "$SEED" -o "$REPORT" --overwrite
 rm -f "$SCORE"
-run_step "score" "$MEDCONDENSE" score "$DATA" "$SYN" --ipc "$IPC" --repeats 1 --epochs "$EPOCHS" \
-    --device "$DEVICE" --seed "$SEED" -o "$SCORE"
+# same models/epochs/full_steps/seed as evaluate: score reuses evaluate's cached baselines
+run_step "score" "$MEDCONDENSE" score "$DATA" "$SYN" --ipc "$IPC" --repeats "$MODELS" --epochs "$EPOCHS" \
+    --set score.full_steps="$FULL_STEPS" --device "$DEVICE" --seed "$SEED" -o "$SCORE"
 run_step "export" "$MEDCONDENSE" export "$SYN" --format "$EXPORT_FORMATS" --report "$REPORT" \
     --report "$SCORE" -o "$EXPORT" --overwrite
 log "finished: the shareable set and its data card are in $EXPORT (CARD.md)"
