@@ -1,0 +1,317 @@
+"""The papers' table: test accuracy (mean ± std) of DC, DSA, DM, random, herding and k-center per IPC.
+
+Issue #5's benchmark. For every task (real data sets of different difficulty built by the
+examples, see ../shared/DATA.md) and every method and IPC it runs medcondense's ``distill`` then
+``evaluate`` (the reference ConvNet, K fresh nets, tested on the task's test split), and adds
+evaluate's full-train-split baseline. Every cell is cached as JSON in the work folder
+(``benchmarks/work/table/<task>/<method>_ipc<N>.json``, keyed by the data's content hash and the
+settings), so an interrupted run resumes where it stopped and a re-run only prints. Results go to
+``benchmarks/results/table.json`` and a markdown table (``table.md`` beside it, and stdout).
+
+Configurations (``--quick`` is the default):
+
+* ``--quick``: a CPU budget that finishes in under an hour on 2 idle cores. Brain tasks at 100
+  train / 30 test images per class, Fashion-MNIST at 100 / 30 per class; DM 50 iterations,
+  DC/DSA 10 iterations, batch_real 64; DC/DSA only at IPC 1 (one DC/DSA iteration at IPC 10 is
+  10 outer x 50 inner loops, minutes on a CPU: ask for them explicitly with ``--loop-ipcs 1 10``);
+  evaluation: 3 nets, 100 epochs with DSA augmentation; the full baseline gets 100 SGD steps.
+* ``--paper``: the reference budgets, for a GPU. Brain tasks at 1000 / 300 per class, the whole
+  Fashion-MNIST; DC/DSA 1000 iterations, DM 20000, batch_real 256, IPC 1, 10 and 50; evaluation
+  10 nets, 1000 epochs with DSA augmentation (the reference's ``dsa`` evaluation); full baseline
+  1000 SGD steps (evaluate's default).
+
+Every method is evaluated with the same protocol (DSA augmentation while training the evaluation
+nets, as the DSA/DM papers evaluate), so rows compare like with like. ``random`` is one random real
+subset per cell, drawn by ``distill --method random``.
+
+    OMP_NUM_THREADS=1 python benchmarks/table.py --quick
+    python benchmarks/table.py --paper --device cuda
+    python benchmarks/table.py --quick --tasks aal10 fmnist --methods dm herding --ipcs 1
+    python benchmarks/table.py --report-only     # rebuild the table from the cached cells
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "benchmarks" / "work" / "table"
+RESULTS = ROOT / "benchmarks" / "results"
+METHODS = ("dm", "dsa", "dc", "random", "herding", "kcenter")
+LOOP_METHODS = ("dc", "dsa")  # the gradient-matching methods with outer/inner loops (costly at IPC > 1)
+log = logging.getLogger("benchmarks.table")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Everything that decides a cell's numbers, apart from the data, method and IPC."""
+
+    name: str
+    brain_train_per_class: int
+    brain_test_per_class: int
+    fmnist_train_per_class: int | None  # None: the whole set
+    fmnist_test_per_class: int | None
+    iterations: dict[str, int]
+    batch_real: int
+    ipcs: tuple[int, ...]
+    loop_ipcs: tuple[int, ...]  # IPCs at which DC/DSA run
+    eval_models: int
+    eval_epochs: int
+    eval_train_aug: str
+    full_steps: int
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+BUDGETS: dict[str, Budget] = {
+    "quick": Budget(
+        name="quick", brain_train_per_class=100, brain_test_per_class=30, fmnist_train_per_class=100,
+        fmnist_test_per_class=30, iterations={"dm": 50, "dc": 10, "dsa": 10}, batch_real=64, ipcs=(1, 10),
+        loop_ipcs=(1,), eval_models=3, eval_epochs=100, eval_train_aug="dsa", full_steps=100,
+    ),
+    "paper": Budget(
+        name="paper", brain_train_per_class=1000, brain_test_per_class=300, fmnist_train_per_class=None,
+        fmnist_test_per_class=None, iterations={"dm": 20000, "dc": 1000, "dsa": 1000}, batch_real=256,
+        ipcs=(1, 10, 50), loop_ipcs=(1, 10, 50), eval_models=10, eval_epochs=1000, eval_train_aug="dsa",
+        full_steps=1000,
+    ),
+}
+
+
+# --------------------------------------------------------------------------- tasks (data sets)
+
+def _build_brain(task: str) -> Callable[[Budget, Path], Path]:
+    def build(budget: Budget, folder: Path) -> Path:
+        sys.path.insert(0, str(ROOT / "examples"))
+        from brain_patches import build_task
+
+        build_task(task, folder, formats=("h5",), train_per_class=budget.brain_train_per_class,
+                   test_per_class=budget.brain_test_per_class, seed=budget.seed, overwrite=True)
+        return folder / "data.h5"
+    return build
+
+
+def _build_fmnist(budget: Budget, folder: Path) -> Path:
+    sys.path.insert(0, str(ROOT / "examples"))
+    from fashion_mnist import build_image_set
+
+    from medcondense import store
+
+    out = folder / "data.h5"
+    image_set = build_image_set(limit_train=budget.fmnist_train_per_class, limit_test=budget.fmnist_test_per_class,
+                                seed=budget.seed, out_path=out)
+    store.write(out, image_set, overwrite=True)
+    return out
+
+
+# name -> (builder, what it is). Difficulty from examples/brain_patches.py --list and the measured table.
+TASKS: dict[str, tuple[Callable[[Budget, Path], Path], str]] = {
+    "aal_lobes4": (_build_brain("aal_lobes4"), "AAL -> 4 cerebral lobes, 32 px brain patches (easier)"),
+    "aal10": (_build_brain("aal10"), "AAL -> 10 regions, 32 px brain patches (the examples' task)"),
+    "jhu_tracts": (_build_brain("jhu_tracts"), "JHU white matter -> 7 tract families, 48 mm patches (harder)"),
+    "brodmann": (_build_brain("brodmann"), "Brodmann areas -> 8 groups"),
+    "fmnist": (_build_fmnist, "Fashion-MNIST (Debian dataset-fashion-mnist), 28 px, 10 classes"),
+}
+DEFAULT_TASKS = ("aal_lobes4", "aal10", "jhu_tracts", "fmnist")
+
+
+def task_data(task: str, budget: Budget, work: Path) -> Path:
+    """The task's ``data.h5`` in the work folder, built once per budget (data sizes differ)."""
+    folder = work / budget.name / task
+    path = folder / "data.h5"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        log.info("building %s into %s", task, folder)
+        TASKS[task][0](budget, folder)
+    return path
+
+
+# --------------------------------------------------------------------------- cells
+
+def cell_key(data_hash: str, method: str, ipc: int, budget: Budget) -> str:
+    """Hash of what decides a cell's numbers (the device is not part of it, as in evaluate's cache)."""
+    settings = {k: v for k, v in asdict(budget).items() if k not in ("ipcs", "loop_ipcs")}
+    payload = {"data": data_hash, "method": method, "ipc": ipc, "settings": settings}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _read_cell(path: Path, key: str) -> dict | None:
+    try:
+        cell = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return cell if cell.get("key") == key else None
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def _machine(device: str) -> dict:
+    import torch
+
+    from medcondense.device import describe_device, resolve_device
+
+    return {"device": describe_device(resolve_device(device)), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+def run_cell(task: str, data: Path, method: str, ipc: int, budget: Budget, device: str, note: str) -> dict:
+    """Distil (or pick the coreset) and evaluate one cell; the full baseline comes from evaluate's cache."""
+    from medcondense import evaluate, store
+    from medcondense.config import DistillConfig, EvaluateConfig
+    from medcondense.distill import pipeline as distill_pipeline
+
+    syn = data.parent / f"{method}_ipc{ipc}.h5"
+    started = time.perf_counter()
+    summary = distill_pipeline.run(DistillConfig(
+        input=str(data), output=str(syn), method=method, ipc=ipc, iterations=budget.iterations.get(method),
+        batch_real=budget.batch_real, device=device, seed=budget.seed, overwrite=True,
+        preset="paper" if budget.name == "paper" else "quick",
+    ))
+    seconds_distill = time.perf_counter() - started
+    started = time.perf_counter()
+    report = evaluate.run(EvaluateConfig(
+        inputs=[str(syn)], real=str(data), models=budget.eval_models, epochs=budget.eval_epochs,
+        train_aug=budget.eval_train_aug, baselines=["full"], full_steps=budget.full_steps, device=device,
+        seed=budget.seed,
+    ))
+    result = report["results"][0]
+    full = result["baselines"]["full"]
+    return {
+        "task": task, "method": method, "ipc": ipc, "budget": budget.name, "data": str(data),
+        "data_hash": store.content_hash(store.read(data)),
+        "accuracy": result["metrics"]["accuracy"], "balanced_accuracy": result["metrics"]["balanced_accuracy"],
+        "full": {"accuracy": full["metrics"]["accuracy"], "epochs": full.get("epochs"),
+                 "train_images": full.get("train_images"), "cached": full.get("cached")},
+        "hyperparameters": summary["hyperparameters"], "seconds_distill": round(seconds_distill, 2),
+        "seconds_per_iteration": summary.get("seconds_per_iteration"), "seconds_eval": round(time.perf_counter() - started, 2),
+        "protocol": report["protocol"], "machine": _machine(device), "note": note,
+    }
+
+
+def plan_cells(tasks: list[str], methods: list[str], ipcs: list[int], loop_ipcs: list[int]) -> list[tuple[str, str, int]]:
+    """Cells in priority order: the cheap methods everywhere first, then DC/DSA (the slow ones on a CPU)."""
+    cheap = [m for m in methods if m not in LOOP_METHODS]
+    loops = [m for m in methods if m in LOOP_METHODS]
+    order = [(t, m, i) for i in ipcs for t in tasks for m in cheap]
+    order += [(t, m, i) for i in ipcs if i in loop_ipcs for t in tasks for m in loops]
+    return order
+
+
+# --------------------------------------------------------------------------- table
+
+def _pct(metric: dict | None) -> str:
+    if not metric:
+        return "—"
+    return f"{100 * metric['mean']:.1f} ± {100 * metric['std']:.1f}"
+
+
+def markdown_table(cells: list[dict], tasks: list[str], methods: list[str], ipcs: list[int]) -> str:
+    """Rows data set x method, columns IPC (mean ± std test accuracy %), a full-data row per data set."""
+    by_key = {(c["task"], c["method"], c["ipc"]): c for c in cells}
+    head = "| data set | method | " + " | ".join(f"IPC {i}" for i in ipcs) + " | run |"
+    lines = [head, "|" + "---|" * (len(ipcs) + 3)]
+    for task in tasks:
+        task_cells = [c for c in cells if c["task"] == task]
+        if not task_cells:
+            continue
+        for method in methods:
+            row = [by_key.get((task, method, i)) for i in ipcs]
+            if not any(row):
+                continue
+            runs = sorted({_run_label(c) for c in row if c})
+            lines.append(f"| {task} | {method} | " + " | ".join(_pct(c and c["accuracy"]) for c in row)
+                         + f" | {'; '.join(runs)} |")
+        full = task_cells[0]["full"]
+        steps = f"{full.get('epochs')} epochs on {full.get('train_images')} images"
+        lines.append(f"| {task} | **full train split** | " + " | ".join(_pct(full["accuracy"]) for _ in ipcs)
+                     + f" | {_run_label(task_cells[0])}; {steps} |")
+    return "\n".join(lines)
+
+
+def _run_label(cell: dict) -> str:
+    return f"{cell['budget']}, {cell['machine']['device']}" + (f", {cell['note']}" if cell.get("note") else "")
+
+
+# --------------------------------------------------------------------------- main
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--quick", dest="budget", action="store_const", const="quick",
+                       help="CPU budget, under an hour on 2 idle cores (default)")
+    which.add_argument("--paper", dest="budget", action="store_const", const="paper",
+                       help="the reference budgets (1000/20000 iterations, IPC 1/10/50): needs a GPU")
+    p.set_defaults(budget="quick")
+    p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), choices=list(TASKS),
+                   help=f"data sets (default {' '.join(DEFAULT_TASKS)})")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--ipcs", nargs="+", type=int, default=None, help="IPCs (default: the budget's)")
+    p.add_argument("--loop-ipcs", nargs="+", type=int, default=None,
+                   help="IPCs at which DC/DSA run (default: the budget's; quick: 1)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--workdir", type=Path, default=WORK, help=f"cell cache and data (default {WORK.relative_to(ROOT)})")
+    p.add_argument("--out", type=Path, default=RESULTS / "table.json", help="JSON of every cell (+ .md beside it)")
+    p.add_argument("--note", default="", help="a word on the machine, stored with each new cell (e.g. 'shared 2-core CPU')")
+    p.add_argument("--report-only", action="store_true", help="only rebuild the table from cached cells")
+    p.add_argument("--overwrite", action="store_true", help="recompute cached cells")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the missing cells in priority order, then write and print the table."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    import torch
+
+    from medcondense import store
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    budget = BUDGETS[args.budget]
+    ipcs = args.ipcs or list(budget.ipcs)
+    loop_ipcs = args.loop_ipcs or list(budget.loop_ipcs)
+    cells = []
+    for task, method, ipc in plan_cells(args.tasks, args.methods, ipcs, loop_ipcs):
+        folder = args.workdir / budget.name / task
+        path = folder / f"cell_{method}_ipc{ipc}.json"
+        if args.report_only:
+            cell = json.loads(path.read_text()) if path.exists() else None
+        else:
+            data = task_data(task, budget, args.workdir)
+            key = cell_key(store.content_hash(store.read(data)), method, ipc, budget)
+            cell = None if args.overwrite else _read_cell(path, key)
+            if cell is None:
+                cell = {**run_cell(task, data, method, ipc, budget, args.device, args.note), "key": key}
+                _write_json(path, cell)
+                log.info("%s %s IPC %d: %s (distil %.0f s, eval %.0f s)", task, method, ipc,
+                         _pct(cell["accuracy"]), cell["seconds_distill"], cell["seconds_eval"])
+        if cell is not None:
+            cells.append(cell)
+    table = markdown_table(cells, args.tasks, args.methods, ipcs)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    _write_json(args.out, {"budget": asdict(budget), "tasks": {t: TASKS[t][1] for t in args.tasks}, "cells": cells})
+    md = args.out.with_suffix(".md")
+    md.write_text(table + "\n")
+    print(table)  # the benchmark's final table goes to stdout
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
