@@ -10,8 +10,9 @@ MC     := $(VENV)/bin/medcondense
 STAMP  := $(VENV)/.installed
 
 DEMO_DIR  ?= demo
-DEMO_TASK ?= aal10
-DEMO_IPC  ?= 10
+# Demo-sized budgets (a few minutes on 2 CPU cores); examples/pipeline/run_pipeline.sh documents
+# every knob, e.g. `make demo DEMO_ENV="METHOD=dsa IPC=1"` or PRESET=paper on a GPU.
+DEMO_ENV  ?= ITERATIONS=60 MODELS=1 EPOCHS=30 FULL_STEPS=60
 
 .PHONY: install demo test bench bench-table clean
 
@@ -27,7 +28,7 @@ $(STAMP): pyproject.toml
 # The whole pipeline on the example data shipped in examples/data (ch2 T1 + AAL atlas):
 # build the brain-region patch task as a DICOM tree, then ingest -> distill -> evaluate -> score -> export.
 demo: install
-	bash examples/pipeline/run_pipeline.sh $(DEMO_DIR)
+	$(DEMO_ENV) PYTHON=$(PY) MEDCONDENSE=$(MC) bash examples/pipeline/run_pipeline.sh $(DEMO_DIR)
 
 # pytest exits 5 when it collects no tests; that is reported and mapped to 0, every other code passes on.
 test: install
