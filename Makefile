@@ -29,6 +29,7 @@ $(STAMP): pyproject.toml
 # build the brain-region patch task as a DICOM tree, then ingest -> distill -> evaluate -> score -> export.
 demo: install
 	$(DEMO_ENV) PYTHON=$(PY) MEDCONDENSE=$(MC) bash examples/pipeline/run_pipeline.sh $(DEMO_DIR)
+	@$(PY) examples/pipeline/summary.py $(DEMO_DIR)/report.json $(DEMO_DIR)/score.json
 
 # pytest exits 5 when it collects no tests; that is reported and mapped to 0, every other code passes on.
 test: install

@@ -58,3 +58,25 @@ def test_script_stops_at_the_first_failure_with_its_exit_code(tmp_path: Path) ->
     assert "distill" in calls and "evaluate" not in calls
     log = (tmp_path / "w" / "pipeline.log").read_text()
     assert "FAILED distill with exit code 3" in log and "error: simulated" in log
+
+
+def test_summary_prints_the_headline_numbers(tmp_path: Path) -> None:
+    import json
+    import sys
+
+    block = lambda acc: {"accuracy": {"mean": acc, "std": 0.0}}  # noqa: E731
+    report = {"results": [{"method": "dm", "ipc": 10, "metrics": block(0.56), "recovery": {"accuracy": 0.772},
+                           "baselines": {"random": {"metrics": block(0.53)}, "full": {"metrics": block(0.725)}}}]}
+    score = {"syn": {"privacy": {"near_copies": 1, "thresholds": {"ssim": 0.95, "cosine": 0.98}}}}
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    (tmp_path / "s.json").write_text(json.dumps(score))
+    result = subprocess.run([sys.executable, str(PIPELINE / "summary.py"), str(tmp_path / "r.json"), str(tmp_path / "s.json")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == [
+        "dm IPC 10: accuracy 56.0 % | random real subset 53.0 % | full train split 72.5 % | recovery 77 %",
+        "privacy audit: 1 near-copy of real training images (SSIM >= 0.95 or cosine >= 0.98)",
+    ]
+    missing = subprocess.run([sys.executable, str(PIPELINE / "summary.py"), str(tmp_path / "absent.json"), str(tmp_path / "s.json")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 3 and "cannot read" in missing.stderr

@@ -516,7 +516,7 @@ def _finish(ctx: Context, output: Path, run_key: str, report: Path, started: flo
         "window": ctx.options.window.name, "windows_used": dict(sorted(ctx.windows.items())),
         "percentiles": list(cfg.percentiles), "spacing": cfg.spacing,
         "size": cfg.size, "normalization": cfg.normalize, "axis": cfg.axis, "slices": cfg.slices,
-        "channels": cfg.channels, "resample": "SimpleITK linear, centred square pad, Gaussian anti-alias",
+        "channels": cfg.channels, "resample": "SimpleITK linear, centred square pad, block-mean anti-alias",
     }
     paths = list(cfg.inputs) + [str(output)] + ([cfg.labels_csv] if cfg.labels_csv else [])
     from medcondense.provenance import make_provenance
