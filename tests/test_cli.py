@@ -77,3 +77,15 @@ def test_stage_on_a_file_that_is_not_ours_exits_3(tmp_path) -> None:
         result = _run(*args)
         assert result.returncode == 3, (args, result.stderr)
         assert "not an HDF5 file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_distill_and_evaluate_import_no_image_io_library() -> None:
+    # They run on GPU machines that may lack pydicom, SimpleITK and nibabel (DESIGN.md).
+    code = (
+        "import sys\n"
+        "import medcondense.distill.pipeline, medcondense.evaluate, medcondense.score\n"
+        "print(','.join(m for m in ('pydicom', 'SimpleITK', 'nibabel') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
