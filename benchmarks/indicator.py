@@ -58,12 +58,20 @@ class Settings:
     batch_real: int | None
     ipcs: tuple[int, ...] = (1, 10)
     methods: tuple[str, ...] = ("dm", "dc")
+    # A method is distilled only at IPCs up to this (absent: every IPC). On a CPU, DC at IPC 10 costs
+    # minutes per iteration (10 outer steps x 50 inner steps), so the quick preset measures it at IPC 1.
+    method_max_ipc: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def methods_at(self, ipc: int) -> tuple[str, ...]:
+        """The methods distilled at ``ipc``."""
+        return tuple(m for m in self.methods if ipc <= self.method_max_ipc.get(m, ipc))
 
 
 PRESETS = {
-    # ~2-core CPU: 30 train images a class, 50 epochs, 60 DM / 10 DC iterations.
-    "quick": Settings(train_per_class=30, test_per_class=20, repeats=2, epochs=50, full_steps=60,
-                      eval_models=2, iterations={"dm": 60, "dc": 10}, batch_real=32),
+    # A shared 2-core CPU, ~5 min a task: 25 train images a class, 40 epochs, full baseline 40 SGD
+    # steps, 40 DM / 10 DC iterations with 16 real images a class, DC at IPC 1 only.
+    "quick": Settings(train_per_class=25, test_per_class=25, repeats=2, epochs=40, full_steps=40,
+                      eval_models=2, iterations={"dm": 40, "dc": 10}, batch_real=16, method_max_ipc={"dc": 1}),
     # GPU: the reference's evaluation epochs and iteration counts (DM 20000 takes hours per task).
     "paper": Settings(train_per_class=300, test_per_class=100, repeats=5, epochs=300, full_steps=3000,
                       eval_models=5, iterations={"dm": 20000, "dc": 1000}, batch_real=256),
@@ -112,24 +120,21 @@ def build_data(task: str, folder: Path, settings: Settings, seed: int) -> Path:
 
 
 def syn_accuracy(syn_path: Path, data_path: Path, settings: Settings, device: str, seed: int) -> dict:
-    """Test accuracy of ConvNets trained on a distilled set (the indicator's training protocol)."""
-    import torch
+    """Test accuracy of ConvNets trained on a distilled set, with the random baseline's protocol.
 
-    from medcondense import store
+    Same trainer, epochs, standardization and seeds (model k: ``seed + k``) as
+    :func:`medcondense.evaluate.real_baselines`, which gives the indicator's random-subset accuracy.
+    """
     from medcondense.device import resolve_device
-    from medcondense.score.indicator import _accuracy
-    from medcondense.train import TrainSettings, standardize
+    from medcondense.evaluate import evaluate_images, load_input, load_real
+    from medcondense.train import TrainSettings
 
-    dev = resolve_device(device)
-    real, syn = store.read(data_path), store.read(syn_path)
-    mean, std = real.normalization_stats()
-    test = real.part(store.SPLIT_TEST)
-    x = standardize(syn.images, mean, std).to(dev)
-    y = torch.as_tensor(syn.labels, device=dev)
-    tx = standardize(test.images, mean, std).to(dev)
-    accs = [_accuracy(x, y, tx, test.labels, real.num_classes, TrainSettings(epochs=settings.epochs), seed + m)
-            for m in range(settings.eval_models)]
-    return {"mean": float(np.mean(accs)), "std": float(np.std(accs))}
+    real = load_real(data_path)
+    syn = load_input(syn_path, real)
+    summary = evaluate_images(syn.train_x, syn.train_y, real.test_x, real.test_y, models=settings.eval_models,
+                              settings=TrainSettings(epochs=settings.epochs), device=resolve_device(device), seed=seed,
+                              num_classes=len(real.class_names))
+    return {"mean": summary["accuracy"]["mean"], "std": summary["accuracy"]["std"]}
 
 
 def distil(data_path: Path, method: str, ipc: int, settings: Settings, device: str, seed: int) -> Path:
@@ -175,14 +180,14 @@ def measure_task(task: str, workdir: Path, settings: Settings, device: str, seed
         features.update({k: v["value"] for k, v in row["proxies"].items()})
         costs = {k: v["seconds"] for k, v in {**scored["proxies"], **row["proxies"]}.items()}
         per_method = {}
-        for method in settings.methods:
+        for method in settings.methods_at(row["ipc"]):
             t0 = time.perf_counter()
             syn = distil(data, method, row["ipc"], settings, device, seed)
             acc = syn_accuracy(syn, data, settings, device, seed)
             per_method[method] = {"accuracy": acc, "gain": acc["mean"] - row["random_accuracy"]["mean"],
                                   "seconds": round(time.perf_counter() - t0, 2)}
         rows.append({
-            "dataset": task, "ipc": row["ipc"], "features": features, "proxy_seconds": costs,
+            "dataset": task, "ipc": row["ipc"], "classes": len(scored["classes"]), "features": features, "proxy_seconds": costs,
             "gain": max(m["gain"] for m in per_method.values()), "per_method": per_method,
             "random_accuracy": row["random_accuracy"], "full_accuracy": scored["full_data"]["accuracy"],
         })
@@ -220,7 +225,7 @@ def correlations(measured: list[dict], n_boot: int, seed: int) -> dict:
         rows = [r for r in measured if r["ipc"] == ipc]
         predictors = sorted({k for r in rows for k in r["features"]})
         targets = {"best": [r["gain"] for r in rows]}
-        for method in rows[0]["per_method"]:
+        for method in sorted(set.intersection(*(set(r["per_method"]) for r in rows))):
             targets[method] = [r["per_method"][method]["gain"] for r in rows]
         out[str(ipc)] = {
             name: {target: spearman_with_ci([r["features"].get(name, math.nan) for r in rows], gains, n_boot, seed)
@@ -230,16 +235,16 @@ def correlations(measured: list[dict], n_boot: int, seed: int) -> dict:
     return out
 
 
-def markdown(report: dict) -> str:
-    """The correlation table and the per-task numbers as markdown."""
-    lines = [f"# Indicator benchmark ({report['preset']}, {len(report['tasks'])} tasks, {report['device']})", "",
-             "Spearman rho between each predictor and the measured gain of distillation over a random real "
-             "subset (best of " + ", ".join(report["settings"]["methods"]) + "), per IPC, with a bootstrap 95 % "
-             "interval over tasks. A good predictor of *little* gain has a strongly negative rho.", "",
-             "| IPC | predictor | rho (best) | 95 % CI | " + " | ".join(f"rho ({m})" for m in report["settings"]["methods"]) + " | cost s |",
-             "|---|---|---|---|" + "---|" * len(report["settings"]["methods"]) + "---|"]
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "—" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+def _correlation_lines(report: dict) -> list[str]:
+    methods = report["settings"]["methods"]
+    lines = ["| IPC | predictor | rho (best) | 95 % CI | " + " | ".join(f"rho ({m})" for m in methods) + " | cost s |",
+             "|---|---|---|---|" + "---|" * len(methods) + "---|"]
     for ipc, preds in report["correlations"].items():
-        costs = {}
+        costs: dict[str, list[float]] = {}
         for r in report["measured"]:
             if str(r["ipc"]) == ipc:
                 for k, v in r.get("proxy_seconds", {}).items():
@@ -248,17 +253,42 @@ def markdown(report: dict) -> str:
             best = by_target["best"]
             rho = "n/a" if best["rho"] is None else f"{best['rho']:+.2f}"
             ci = "n/a" if not best["ci95"] else f"[{best['ci95'][0]:+.2f}, {best['ci95'][1]:+.2f}]"
-            per = " | ".join("n/a" if by_target[m]["rho"] is None else f"{by_target[m]['rho']:+.2f}"
-                             for m in report["settings"]["methods"])
+            per = " | ".join("—" if m not in by_target or by_target[m]["rho"] is None else f"{by_target[m]['rho']:+.2f}"
+                             for m in methods)
             cost = f"{np.mean(costs[name]):.3f}" if name in costs else "training"
             lines.append(f"| {ipc} | {name} | {rho} | {ci} | {per} | {cost} |")
-    lines += ["", "| task | IPC | full acc | random acc | random/full | " +
-              " | ".join(f"{m} acc" for m in report["settings"]["methods"]) + " | best gain |",
-              "|---|---|---|---|---|" + "---|" * len(report["settings"]["methods"]) + "---|"]
+    return lines
+
+
+def _task_lines(report: dict) -> list[str]:
+    methods = report["settings"]["methods"]
+    proxies = sorted({k for r in report["measured"] for k in r["features"]} - set(BASE_PREDICTORS))
+    lines = ["| task | classes | IPC | full acc | random acc | random/full | " + " | ".join(proxies) + " | " +
+             " | ".join(f"{m} acc" for m in methods) + " | best gain |",
+             "|---|---|---|---|---|---|" + "---|" * (len(proxies) + len(methods)) + "---|"]
     for r in report["measured"]:
-        accs = " | ".join(f"{r['per_method'][m]['accuracy']['mean']:.3f}" for m in report["settings"]["methods"])
-        lines.append(f"| {r['dataset']} | {r['ipc']} | {r['full_accuracy']:.3f} | {r['random_accuracy']['mean']:.3f} | "
-                     f"{r['features']['random_rel']:.3f} | {accs} | {r['gain']:+.3f} |")
+        prox = " | ".join(_fmt(r["features"].get(k)) for k in proxies)
+        accs = " | ".join(_fmt(r["per_method"][m]["accuracy"]["mean"]) if m in r["per_method"] else "—" for m in methods)
+        lines.append(f"| {r['dataset']} | {r.get('classes', '?')} | {r['ipc']} | {r['full_accuracy']:.3f} | "
+                     f"{r['random_accuracy']['mean']:.3f} | {r['features']['random_rel']:.3f} | {prox} | {accs} | "
+                     f"{r['gain']:+.3f} |")
+    return lines
+
+
+def markdown(report: dict) -> str:
+    """The correlation table and the per-task numbers as markdown."""
+    s = report["settings"]
+    limits = ", ".join(f"{m} only at IPC <= {k}" for m, k in s.get("method_max_ipc", {}).items())
+    device = report.get("device_name", report["device"])
+    lines = [f"# Indicator benchmark ({report['preset']}, {len(report['tasks'])} tasks, {device})", "",
+             f"Settings: {s['train_per_class']} train / {s['test_per_class']} test images a class, "
+             f"{s['epochs']} epochs, full baseline {s['full_steps']} SGD steps, {s['repeats']} random subsets, "
+             f"{s['eval_models']} models per distilled set, iterations {s['iterations']}, batch_real {s['batch_real']}"
+             + (f", {limits}" if limits else "") + f"; wall time {report['wall_time_s'] / 60:.1f} min.", "",
+             "Spearman rho between each predictor and the measured gain of distillation over a random real "
+             "subset (best of the methods measured at that IPC), per IPC, with a bootstrap 95 % interval over "
+             "tasks. A good predictor of *little* gain has a strongly negative rho.", ""]
+    lines += _correlation_lines(report) + [""] + _task_lines(report)
     return "\n".join(lines) + "\n"
 
 
@@ -290,7 +320,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """The preset with --ipc/--methods/--set applied."""
-    settings = dataclasses.replace(PRESETS[args.preset], iterations=dict(PRESETS[args.preset].iterations))
+    preset = PRESETS[args.preset]
+    settings = dataclasses.replace(preset, iterations=dict(preset.iterations), method_max_ipc=dict(preset.method_max_ipc))
     if args.ipc:
         settings.ipcs = tuple(int(v) for v in args.ipc.split(","))
     if args.methods:
@@ -299,6 +330,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         key, _, value = item.partition("=")
         if key.startswith("iterations."):
             settings.iterations[key.split(".", 1)[1]] = int(value)
+        elif key.startswith("method_max_ipc."):
+            settings.method_max_ipc[key.split(".", 1)[1]] = int(value)
         elif key in {f.name for f in dataclasses.fields(Settings)}:
             setattr(settings, key, None if value == "none" else int(value))
         else:
@@ -323,8 +356,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("task %d/%d: %s", i, len(tasks), task)
         results.append(measure_task(task, args.workdir, settings, args.device, args.seed))
     measured = [row for r in results for row in r["rows"]]
+    from medcondense.device import describe_device, resolve_device
+
     report = {
-        "preset": args.preset, "settings": dataclasses.asdict(settings), "device": args.device, "seed": args.seed,
+        "preset": args.preset, "settings": dataclasses.asdict(settings), "device": args.device,
+        "device_name": describe_device(resolve_device(args.device)), "cpu_count": os.cpu_count(), "seed": args.seed,
         "tasks": tasks, "wall_time_s": round(time.time() - started, 1),
         "task_seconds": {r["task"]: r["seconds"] for r in results},
         "correlations": correlations(measured, args.bootstrap, args.seed),
