@@ -343,8 +343,11 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
     return attrs
 
 
-def read(path: str | Path, *, validate_content: bool = True) -> ImageSet:
+def read(path: str | Path, *, validate_content: bool = True, verify_hash: bool = False) -> ImageSet:
     """Load a medcondense file into memory, validating it first.
+
+    ``verify_hash`` also recomputes the content hash and compares it with the stored one (what
+    :func:`validate` does; export uses it before anything leaves the building).
 
     Raises
     ------
@@ -369,10 +372,14 @@ def read(path: str | Path, *, validate_content: bool = True) -> ImageSet:
     class_names = list(attrs.pop("class_names"))
     kind = str(attrs.pop("kind"))
     attrs.pop("schema", None)
-    return ImageSet(
+    image_set = ImageSet(
         images=images, labels=labels, split=split, class_names=class_names,
         kind=kind, meta=meta, attrs=attrs,
     )
+    stored = attrs.get("content_hash")
+    if verify_hash and stored and stored != content_hash(image_set):
+        raise StoreError("content hash does not match the content: the file was altered or damaged", path=path)
+    return image_set
 
 
 def h5_is_string(ds: Any) -> bool:
@@ -450,10 +457,7 @@ def validate(path: str | Path) -> dict[str, Any]:
     one-line reason otherwise: not HDF5, not ours, a newer schema, inconsistent shapes or labels,
     NaN/Inf images, or a content hash that does not match the content.
     """
-    image_set = read(path)
-    stored = image_set.attrs.get("content_hash")
-    if stored and stored != content_hash(image_set):
-        raise StoreError("content hash does not match the content: the file was altered or damaged", path=path)
+    read(path, verify_hash=True)
     return read_attrs(path)
 
 

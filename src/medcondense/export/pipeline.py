@@ -80,7 +80,7 @@ def run(config: ExportConfig) -> dict[str, Any]:
     image_set = _read_input(input_path)
     _check_allowed(image_set, formats, config, input_path)
     reports = load_reports(config.report)
-    digest = store.content_hash(image_set)
+    digest = image_set.attrs.get("content_hash") or store.content_hash(image_set)  # verified on read
     key = _run_key(digest, formats, config, reports)
     _check_output(out, key, config.overwrite)
     ctx = ExportContext(
@@ -96,11 +96,7 @@ def run(config: ExportConfig) -> dict[str, Any]:
 
 def _read_input(path: Path) -> store.ImageSet:
     """Read and check the input (StoreError for a file that is not ours or was altered)."""
-    image_set = store.read(path)
-    stored = image_set.attrs.get("content_hash")
-    if stored and stored != store.content_hash(image_set):
-        raise store.StoreError("content hash does not match the content: the file was altered or damaged", path=path)
-    return image_set
+    return store.read(path, verify_hash=True)
 
 
 def _check_allowed(image_set: store.ImageSet, formats: list[str], config: ExportConfig, path: Path) -> None:
