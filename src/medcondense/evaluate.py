@@ -41,7 +41,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -51,6 +50,7 @@ import numpy as np
 import torch
 
 from medcondense import metrics, store
+from medcondense.atomic import atomic_path, write_json
 from medcondense.config import EvaluateConfig, config_to_dict
 from medcondense.errors import AlreadyDone, ConfigError, DataMismatchError, RuntimeFailure, ShapeMismatch
 from medcondense.nets import NETS, build_net
@@ -343,10 +343,8 @@ class BaselineCache:
     def put(self, params: dict[str, Any], result: dict[str, Any]) -> None:
         """Store a result and rewrite the file atomically (a read-only folder only warns)."""
         self.entries[self.key(params)] = {"params": params, "result": result}
-        tmp = self.path.with_name(self.path.name + store.TMP_SUFFIX)
         try:
-            tmp.write_text(json.dumps({"schema": CACHE_SCHEMA, "entries": self.entries}, indent=1), encoding="utf-8")
-            os.replace(tmp, self.path)
+            write_json(self.path, {"schema": CACHE_SCHEMA, "entries": self.entries}, indent=1)
         except OSError as exc:
             log.warning("%s: could not write the baseline cache (%s)", self.path, exc)
 
@@ -537,13 +535,6 @@ def _plot_path(config: EvaluateConfig) -> str | None:
     return None
 
 
-def _write_json(path: str | Path, report: dict[str, Any]) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + store.TMP_SUFFIX)
-    tmp.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def run(config: EvaluateConfig) -> dict[str, Any]:
     """Evaluate every input against the real test split and the baselines; return the report."""
     from medcondense.console import progress
@@ -606,7 +597,7 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
     if report["plot"]:
         write_plot(report, report["plot"])
     if config.output:
-        _write_json(config.output, report)
+        write_json(config.output, report)
     return report
 
 
@@ -641,11 +632,11 @@ def write_plot(report: dict[str, Any], path: str | Path) -> None:
     ax.set_title(f"{report['protocol']['arch']}, {report['protocol']['models']} models")
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.name + store.TMP_SUFFIX)
-    fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def _pm(block: dict[str, Any] | None) -> str:

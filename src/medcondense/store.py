@@ -19,13 +19,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medcondense.atomic import atomic_path
 from medcondense.errors import ConfigError, StoreError
 
 SCHEMA_NAME = "medcondense"
@@ -51,7 +51,6 @@ IDENTIFYING_META = ("source_path", "series_key", "patient_key")
 PLAIN_ATTRS = ("schema", "kind", "modality", "method", "content_hash", "source_hash", "run_key")
 # Attributes left out of the content hash: they describe the run, not the content.
 UNHASHED_ATTRS = ("provenance", "content_hash", "run_key")
-TMP_SUFFIX = ".tmp"
 
 
 @dataclass
@@ -241,24 +240,17 @@ def write(path: str | Path, image_set: ImageSet, *, overwrite: bool = False) -> 
     image_set = canonical(image_set)
     _check_consistent(image_set, path)
     digest = content_hash(image_set)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    try:
-        with h5py.File(tmp, "w", track_order=True) as f:
-            _write_arrays(f, image_set)
-            attrs = dict(image_set.attrs)
-            attrs.update(
-                schema=SCHEMA,
-                kind=image_set.kind,
-                class_names=list(image_set.class_names),
-                content_hash=digest,
-            )
-            for name in sorted(attrs):
-                f.attrs[name] = _encode_attr(name, attrs[name])
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=True) as f:
+        _write_arrays(f, image_set)
+        attrs = dict(image_set.attrs)
+        attrs.update(
+            schema=SCHEMA,
+            kind=image_set.kind,
+            class_names=list(image_set.class_names),
+            content_hash=digest,
+        )
+        for name in sorted(attrs):
+            f.attrs[name] = _encode_attr(name, attrs[name])
     return digest
 
 
@@ -465,9 +457,3 @@ def require_kind(image_set: ImageSet, allowed: tuple[str, ...], path: str | Path
     """Raise a ConfigError if the set's kind is not one of ``allowed`` (``why`` ends the message)."""
     if image_set.kind not in allowed:
         raise ConfigError(f"is a {image_set.kind} set; {why}", path=path)
-
-
-def tmp_path_for(path: str | Path) -> Path:
-    """The temporary name :func:`write` uses for ``path``."""
-    path = Path(path)
-    return path.with_name(path.name + TMP_SUFFIX)

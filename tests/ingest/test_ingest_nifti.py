@@ -2,7 +2,6 @@
 
 import nibabel as nib
 import numpy as np
-import pytest
 
 from medcondense import store
 from medcondense.ingest import nifti, pipeline

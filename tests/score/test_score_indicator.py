@@ -43,8 +43,8 @@ def test_score_and_evaluate_share_one_cached_baseline(real_h5, tmp_path, monkeyp
     again = score.run(quick_config(real_h5, repeats=1, epochs=10, full_steps=20))
     assert again["full_data"]["cached"] and again["ipc"][0]["random_accuracy"]["cached"]
     syn = tmp_path / "syn.h5"
-    train = blob_set_train = store.read(real_h5).part(store.SPLIT_TRAIN)
-    picked = np.concatenate([np.flatnonzero(blob_set_train.labels == k)[:1] for k in range(4)])
+    train = store.read(real_h5).part(store.SPLIT_TRAIN)
+    picked = np.concatenate([np.flatnonzero(train.labels == k)[:1] for k in range(4)])
     store.write(syn, dataclasses.replace(train.select(picked), kind="subset", attrs={**train.attrs, "ipc": 1}))
     report = evaluate.run(EvaluateConfig(inputs=[str(syn)], real=str(real_h5), models=1, epochs=10, device="cpu", full_steps=20))
     assert report["results"][0]["baselines"]["full"]["cached"] is True

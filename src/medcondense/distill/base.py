@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from medcondense.atomic import atomic_path
 from medcondense.errors import ConfigError, Interrupted, RuntimeFailure
 
 log = logging.getLogger(__name__)
@@ -260,13 +260,8 @@ def save_checkpoint(
         "torch_rng": torch.get_rng_state(),
         "loss_curve": state.loss_curve,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: Path, run_key: str, source_hash: str) -> dict[str, Any]:

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from medcondense import store
+from medcondense.atomic import write_json
 from medcondense.config import ScoreConfig
 from medcondense.console import progress
 from medcondense.device import describe_device, resolve_device, seed_everything
@@ -236,7 +236,7 @@ def run(config: ScoreConfig) -> dict:
         result["syn"] = _syn_report(config, syn, real_train, train_index, nets, train_emb, train_y, mean, std, device)
     result["wall_time_s"] = round(time.time() - started, 3)
     if config.output:
-        predictor.write_json(config.output, result)
+        write_json(config.output, result)
     result["exit_code"] = _gate(config, result["syn"])
     return result
 

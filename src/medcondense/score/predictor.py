@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from importlib import resources
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from medcondense.atomic import write_json
 from medcondense.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -206,16 +206,3 @@ def calibrate(result_paths: list[str | Path], output: str | Path) -> dict:
         )
     write_json(output, calibration)
     return calibration
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    """Write JSON to ``path`` atomically (``path.tmp`` then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -20,12 +20,13 @@ alike as that.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from medcondense.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -190,12 +191,8 @@ def save_pairs(report: dict, syn_images: np.ndarray, real_images: np.ndarray, fo
             ax.axis("off")
         fig.suptitle(f"SSIM {img['ssim']:.3f}   cosine {img['cosine']:.3f}", fontsize=10)
         path = folder / f"near_copy_syn{img['index']:04d}_real{img['real_index']}.png"
-        tmp = path.with_name(path.name + ".tmp")
-        try:
+        with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=100)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         written.append(str(path))
     return written
 
