@@ -35,9 +35,11 @@ demo: install
 test: install
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
 
+# Speed benchmarks: JSON in benchmarks/results/, a table on stdout. The distill run is sized for
+# a CPU (tens of minutes); on a GPU: `$(PY) benchmarks/distill.py --device cuda --iterations 20 --max-outer 0`.
 bench: install
 	$(PY) benchmarks/ingest.py
-	$(PY) benchmarks/distill.py
+	$(PY) benchmarks/distill.py --iterations 1 --ipc 1 10 --variants base batched+bf16
 
 bench-table: install
 	$(PY) benchmarks/table.py --quick
