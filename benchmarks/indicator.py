@@ -284,7 +284,8 @@ def markdown(report: dict) -> str:
              f"Settings: {s['train_per_class']} train / {s['test_per_class']} test images a class, "
              f"{s['epochs']} epochs, full baseline {s['full_steps']} SGD steps, {s['repeats']} random subsets, "
              f"{s['eval_models']} models per distilled set, iterations {s['iterations']}, batch_real {s['batch_real']}"
-             + (f", {limits}" if limits else "") + f"; wall time {report['wall_time_s'] / 60:.1f} min.", "",
+             + (f", {limits}" if limits else "") + f"; the tasks took {sum(report['task_seconds'].values()) / 60:.1f} min "
+             "in all (each task's own time, cached runs included).", "",
              "Spearman rho between each predictor and the measured gain of distillation over a random real "
              "subset (best of the methods measured at that IPC), per IPC, with a bootstrap 95 % interval over "
              "tasks. A good predictor of *little* gain has a strongly negative rho.", ""]
