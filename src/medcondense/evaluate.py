@@ -266,6 +266,20 @@ def _images_per_class(labels: np.ndarray) -> int:
     return int(np.bincount(labels).max()) if labels.size else 0
 
 
+def check_matches_real(image_set: store.ImageSet, real: store.ImageSet, path: str | Path) -> None:
+    """Raise ShapeMismatch / DataMismatchError unless ``image_set`` has the real set's image
+    shape and class names (a set to judge, score or compare against it)."""
+    if image_set.image_shape != real.image_shape:
+        raise ShapeMismatch(
+            "images (C, H, W) differ from the real set's", expected=real.image_shape,
+            got=image_set.image_shape, path=path,
+        )
+    if list(image_set.class_names) != list(real.class_names):
+        raise DataMismatchError(
+            f"class names {image_set.class_names} do not match the real set's {real.class_names}", path=path
+        )
+
+
 def load_input(path: str | Path, real: RealData) -> InputSet:
     """Read a set to judge and check it fits the real file (image shape, class names).
 
@@ -273,15 +287,7 @@ def load_input(path: str | Path, real: RealData) -> InputSet:
     """
     path = str(path)
     image_set = store.read(path)
-    if image_set.image_shape != real.image_set.image_shape:
-        raise ShapeMismatch(
-            "images (C, H, W) differ from the real set's", expected=real.image_set.image_shape,
-            got=image_set.image_shape, path=path,
-        )
-    if list(image_set.class_names) != list(real.class_names):
-        raise DataMismatchError(
-            f"class names {image_set.class_names} do not match the real set's {real.class_names}", path=path
-        )
+    check_matches_real(image_set, real.image_set, path)
     if image_set.kind == "real":
         image_set = image_set.part(store.SPLIT_TRAIN)
     if image_set.n == 0:

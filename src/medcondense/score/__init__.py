@@ -27,8 +27,8 @@ from medcondense.atomic import write_json
 from medcondense.config import ScoreConfig
 from medcondense.console import progress
 from medcondense.device import describe_device, resolve_device, seed_everything
-from medcondense.errors import EXIT_GATE, ConfigError, DataMismatchError, NoUsableInputError, ShapeMismatch
-from medcondense.evaluate import RealData, load_real
+from medcondense.errors import EXIT_GATE, ConfigError, NoUsableInputError
+from medcondense.evaluate import RealData, check_matches_real, load_real
 from medcondense.score import distance, predictor, privacy, proxies
 from medcondense.score.embedding import cap_per_class, embed, random_nets, unit_rows
 from medcondense.train import standardize
@@ -57,10 +57,7 @@ def _check_options(config: ScoreConfig) -> None:
 def _read_syn(path: str, real: store.ImageSet) -> store.ImageSet:
     syn = store.read(path)
     store.require_kind(syn, ("synthetic", "subset"), path, "expected a distilled (synthetic) or subset file as the second file")
-    if syn.image_shape != real.image_shape:
-        raise ShapeMismatch("images (C, H, W) vs the real set", real.image_shape, syn.image_shape, path=path)
-    if list(syn.class_names) != list(real.class_names):
-        raise DataMismatchError(f"class names {syn.class_names} differ from the real set's {real.class_names}", path=path)
+    check_matches_real(syn, real, path)
     if syn.n == 0:
         raise NoUsableInputError("holds no images", path=path)
     return syn
