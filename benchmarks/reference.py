@@ -462,30 +462,25 @@ def _dm_iteration(ref, args, net, image_syn, optimizer_img, get_images, num_clas
         param.requires_grad = False
     embed = net.module.embed if hasattr(net, "module") else net.embed  # DataParallel
     loss = torch.tensor(0.0).to(args.device)
+    def class_batches(c: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """main_DM.py's real and synthetic batch of class c, DSA-augmented with one shared seed."""
+        img_real = get_images(c, args.batch_real)
+        img_syn = image_syn[c * args.ipc:(c + 1) * args.ipc].reshape(
+            (args.ipc, channel, im_size[0], im_size[1]))
+        if args.dsa:
+            seed = int(time.time() * 1000) % 100000
+            img_real = ref.DiffAugment(img_real, args.dsa_strategy, seed=seed, param=args.dsa_param)
+            img_syn = ref.DiffAugment(img_syn, args.dsa_strategy, seed=seed, param=args.dsa_param)
+        return img_real, img_syn
+
     if "BN" not in args.model:  # ConvNet: per class
         for c in range(num_classes):
-            img_real = get_images(c, args.batch_real)
-            img_syn = image_syn[c * args.ipc:(c + 1) * args.ipc].reshape(
-                (args.ipc, channel, im_size[0], im_size[1]))
-            if args.dsa:
-                seed = int(time.time() * 1000) % 100000
-                img_real = ref.DiffAugment(img_real, args.dsa_strategy, seed=seed, param=args.dsa_param)
-                img_syn = ref.DiffAugment(img_syn, args.dsa_strategy, seed=seed, param=args.dsa_param)
+            img_real, img_syn = class_batches(c)
             output_real = embed(img_real).detach()
             output_syn = embed(img_syn)
             loss += torch.sum((torch.mean(output_real, dim=0) - torch.mean(output_syn, dim=0)) ** 2)
     else:  # ConvNetBN: all classes in one batch
-        reals, syns = [], []
-        for c in range(num_classes):
-            img_real = get_images(c, args.batch_real)
-            img_syn = image_syn[c * args.ipc:(c + 1) * args.ipc].reshape(
-                (args.ipc, channel, im_size[0], im_size[1]))
-            if args.dsa:
-                seed = int(time.time() * 1000) % 100000
-                img_real = ref.DiffAugment(img_real, args.dsa_strategy, seed=seed, param=args.dsa_param)
-                img_syn = ref.DiffAugment(img_syn, args.dsa_strategy, seed=seed, param=args.dsa_param)
-            reals.append(img_real)
-            syns.append(img_syn)
+        reals, syns = zip(*(class_batches(c) for c in range(num_classes)))
         output_real = embed(torch.cat(reals, dim=0)).detach()
         output_syn = embed(torch.cat(syns, dim=0))
         # as main_DM.py: assumes every class has >= batch_real train images
