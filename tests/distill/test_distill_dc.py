@@ -52,3 +52,30 @@ def test_other_ipcs_take_the_nearest_entry_with_a_warning(caplog):
         assert loops_for_ipc(12) == (10, 50)
         assert loops_for_ipc(100) == (50, 10)
     assert "not in the reference loop table" in caplog.text
+
+
+def _dc_method(**kw):
+    from medcondense.distill.base import DataSpec, Hyperparameters
+    from medcondense.distill.dc import DCMethod
+
+    hp = Hyperparameters(**{**dict(method="dc", ipc=2, iterations=1, lr_img=0.1, lr_net=0.01, batch_real=8), **kw})
+    return DCMethod(hp, DataSpec(1, 16, 3), torch.device("cpu"))
+
+
+def test_bf16_first_order_passes_keep_the_dc_loss_close_and_the_image_gradient_float32():
+    g = torch.Generator().manual_seed(0)
+    real = [torch.randn(8, 1, 16, 16, generator=g) for _ in range(3)]
+    syn = [torch.randn(2, 1, 16, 16, generator=g) for _ in range(3)]
+    exact, bf16 = _dc_method(), _dc_method(amp="bf16")
+    torch.manual_seed(0)
+    state = exact.begin_iteration()
+    losses, grads = [], []
+    for method in (exact, bf16):
+        images = [s.clone().requires_grad_(True) for s in syn]
+        loss = method.loss(state, real, images, [None] * 3)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(torch.cat([i.grad.flatten() for i in images]))
+    assert losses[1] == pytest.approx(losses[0], rel=0.02)
+    assert grads[1].dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0) > 0.99

@@ -57,6 +57,7 @@ class Hyperparameters:
     seed: int = 0
     batch_classes: bool = False
     amp: str = "off"
+    compile: bool = False
     momentum_img: float = 0.5
     net: dict[str, Any] = field(default_factory=lambda: {"name": "convnet", "width": 128, "depth": 3, "norm": "instancenorm"})
     preset: str = "quick"

@@ -5,6 +5,10 @@ cross-entropy on a real batch and on the synthetic images of that class are comp
 layer with the reference's ``'ours'`` distance, the images take one SGD step on the summed
 distance, and (except after the last step) the network trains ``inner_loop`` epochs on the
 current synthetic set. The outer/inner loop counts come from the reference's table by IPC.
+
+Speed: the real-gradient pass and the inner loop are first-order and may run under bfloat16
+autocast and ``torch.compile`` (``hp.amp``, ``hp.compile``; see ``accelerate.py``); the
+synthetic pass, differentiated twice, is always eager float32.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from medcondense.distill.accelerate import MaybeCompiled, autocast
 from medcondense.distill.base import Augmenter, Hyperparameters, Method, register
 
 log = logging.getLogger(__name__)
@@ -75,6 +80,14 @@ class DCMethod(Method):
         super().__init__(hp, spec, device)
         self.criterion = nn.CrossEntropyLoss()
         self.augmenter = Augmenter(hp.aug, device)
+        # The first-order passes (real gradients, inner-loop training) may use bf16 and compile;
+        # the synthetic pass below is differentiated twice and stays eager float32.
+        self._first_order_loss = MaybeCompiled(self._cross_entropy, hp.compile)
+
+    def _cross_entropy(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, self.hp.amp):
+            logits = net(x)
+        return self.criterion(logits.float(), y)
 
     @property
     def updates_per_iteration(self) -> int:
@@ -92,7 +105,7 @@ class DCMethod(Method):
         syn = Augmenter.apply(syn, params)
         y_real = torch.full((real.shape[0],), c, dtype=torch.long, device=real.device)
         y_syn = torch.full((syn.shape[0],), c, dtype=torch.long, device=syn.device)
-        loss_real = self.criterion(state.net(real), y_real)
+        loss_real = self._first_order_loss(state.net, real, y_real)
         g_real = [g.detach() for g in torch.autograd.grad(loss_real, state.matched)]
         loss_syn = self.criterion(state.net(syn), y_syn)
         g_syn = torch.autograd.grad(loss_syn, state.matched, create_graph=True)
@@ -113,7 +126,7 @@ class DCMethod(Method):
                 idx = order[start : start + self.hp.batch_train]
                 # not Siamese here: the reference draws one parameter per image (DiffAugment seed -1)
                 x = Augmenter.apply(syn_images[idx], self.augmenter.sample(generator, per_sample=len(idx)))
-                loss = self.criterion(state.net(x), syn_labels[idx])
+                loss = self._first_order_loss(state.net, x, syn_labels[idx])
                 state.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 state.optimizer.step()

@@ -7,19 +7,20 @@ summed over classes. Reference defaults: lr_img 1.0, batch_real 256, 20000 itera
 
 Speed: with ``batch_classes`` all classes go through the network in one pass (real images in
 one, synthetic in another) instead of one pass per class; with ``amp="bf16"`` the network runs
-under bfloat16 autocast. Both change only rounding, not the method; which is faster depends on
-the device (see benchmarks/distill.py).
+under bfloat16 autocast; with ``compile`` the embedding goes through ``torch.compile``. None
+changes the method, only rounding; which is faster depends on the device (see
+benchmarks/distill.py and benchmarks/versus_reference.py).
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any
 
 import torch
 from torch import nn
 
-from medcondense.distill.base import Augmenter, Method, register
+from medcondense.distill.accelerate import MaybeCompiled, autocast
+from medcondense.distill.base import Augmenter, DataSpec, Hyperparameters, Method, register
 
 
 @register("dm")
@@ -31,6 +32,14 @@ class DMMethod(Method):
     preset_batch_real = {"quick": 64, "paper": 256}
     uses_augmentation = True
 
+    def __init__(self, hp: Hyperparameters, spec: DataSpec, device: torch.device):
+        super().__init__(hp, spec, device)
+        self._embed = MaybeCompiled(self._float_embedding, hp.compile)
+
+    def _float_embedding(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, self.hp.amp):
+            return net.embed(x).float()
+
     def begin_iteration(self) -> nn.Module:
         net = self.build_net()
         net.train()
@@ -38,38 +47,30 @@ class DMMethod(Method):
             p.requires_grad_(False)  # DM never trains the network: gradients only flow to the images
         return net
 
-    def _autocast(self):
-        if self.hp.amp == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return nullcontext()
-
     def loss(self, net: nn.Module, real: list[torch.Tensor], syn: list[torch.Tensor], aug: list[Any]) -> torch.Tensor:
         real = [Augmenter.apply(r, p) for r, p in zip(real, aug)]
         syn = [Augmenter.apply(s, p) for s, p in zip(syn, aug)]
-        with self._autocast():
-            if self.hp.batch_classes:
-                mean_real, mean_syn = self._means_batched(net, real, syn)
-            else:
-                mean_real, mean_syn = self._means_per_class(net, real, syn)
+        if self.hp.batch_classes:
+            mean_real, mean_syn = self._means_batched(net, real, syn)
+        else:
+            mean_real, mean_syn = self._means_per_class(net, real, syn)
         return ((mean_real - mean_syn) ** 2).sum()
 
-    @staticmethod
-    def _means_per_class(net: nn.Module, real: list[torch.Tensor], syn: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _means_per_class(self, net: nn.Module, real: list[torch.Tensor], syn: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Class mean embeddings [K, D], one network pass per class and kind (the reference's order)."""
         with torch.no_grad():
-            mean_real = torch.stack([net.embed(r).float().mean(dim=0) for r in real])
-        mean_syn = torch.stack([net.embed(s).float().mean(dim=0) for s in syn])
+            mean_real = torch.stack([self._embed(net, r).mean(dim=0) for r in real])
+        mean_syn = torch.stack([self._embed(net, s).mean(dim=0) for s in syn])
         return mean_real, mean_syn
 
-    @staticmethod
-    def _means_batched(net: nn.Module, real: list[torch.Tensor], syn: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _means_batched(self, net: nn.Module, real: list[torch.Tensor], syn: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Class mean embeddings [K, D] from one pass over all real and one over all synthetic images.
 
         Instance norm works per image, so batching classes does not change any embedding.
         """
         with torch.no_grad():
-            emb_real = net.embed(torch.cat(real)).float()
-        emb_syn = net.embed(torch.cat(syn)).float()
+            emb_real = self._embed(net, torch.cat(real))
+        emb_syn = self._embed(net, torch.cat(syn))
         mean_real = torch.stack([e.mean(dim=0) for e in emb_real.split([r.shape[0] for r in real])])
         mean_syn = torch.stack([e.mean(dim=0) for e in emb_syn.split([s.shape[0] for s in syn])])
         return mean_real, mean_syn
