@@ -73,6 +73,7 @@ class DistillConfig:
     deterministic: bool = False
     batch_classes: str = "auto"
     amp: str = "auto"
+    compile: str = "auto"
     checkpoint_every: int = 50
     resume: bool = False
     overwrite: bool = False

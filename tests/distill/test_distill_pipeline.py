@@ -126,7 +126,8 @@ def test_missing_input_is_a_store_error(tmp_path):
         (dict(init="zeros"), "real, noise"),
         (dict(aug=["color", "warp"]), "valid ones are color, crop, cutout, flip, scale, rotate"),
         (dict(batch_classes="maybe"), "auto, on, off"),
-        (dict(amp="bf16", method="dc"), "only supported for --method dm"),
+        (dict(amp="fp16"), "auto, off, bf16"),
+        (dict(compile="yes"), "--compile 'yes': expected one of auto, on, off"),
         (dict(ipc=0), "--ipc 0"),
         (dict(batch_real=0), "--batch-real 0"),
     ],
@@ -149,8 +150,39 @@ def test_presets_and_defaults_follow_the_reference(data):
     assert quick.iterations == 7 and quick.batch_real == 32 and "flip" in quick.aug
     assert pipeline.resolve_hyperparameters(DistillConfig(method="dm", aug=["none"]), cpu, True).aug == []
     fp32 = pipeline.resolve_hyperparameters(DistillConfig(method="dm", amp="off"), cpu, True)
-    assert fp32.batch_classes is False, "in float32 on a CPU batching classes measured slower"
+    assert fp32.batch_classes is False and fp32.amp == "off"
     bf16 = pipeline.resolve_hyperparameters(DistillConfig(method="dm", amp="bf16"), cpu, True)
-    assert bf16.batch_classes is True and bf16.amp == "bf16"
+    assert bf16.batch_classes is False and bf16.amp == "bf16", "on a CPU one class at a time measured faster"
+    cuda = pipeline.resolve_hyperparameters(DistillConfig(method="dm"), torch.device("cuda"), True)
+    assert cuda.batch_classes is True and cuda.amp == "off" and cuda.compile is False
     dc = pipeline.resolve_hyperparameters(DistillConfig(method="dc", batch_classes="on"), cpu, True)
-    assert dc.batch_classes is False and dc.amp == "off"
+    assert dc.batch_classes is False, "DC/DSA compare per-class gradients"
+    assert dc.amp == ("bf16" if pipeline._cpu_has_fast_bf16() else "off")
+    assert pipeline.resolve_hyperparameters(DistillConfig(method="dsa", amp="bf16"), cpu, True).amp == "bf16"
+
+
+def test_compile_auto_needs_a_long_cpu_run_and_a_cxx_compiler(tmp_path, monkeypatch):
+    cpu = torch.device("cpu")
+    with_compiler, without = tmp_path / "with", tmp_path / "without"
+    with_compiler.mkdir()
+    without.mkdir()
+    cxx = with_compiler / "g++"
+    cxx.write_text("#!/bin/sh\nexit 0\n")
+    cxx.chmod(0o755)
+
+    def resolve(path, **kw):
+        monkeypatch.setenv("PATH", str(path))
+        return pipeline.resolve_hyperparameters(DistillConfig(**{"batch_real": 100, **kw}), cpu, False).compile
+
+    # at least 5000 real images per class over the run (updates x batch_real)
+    # DM: one update per iteration; 49 iterations are 50 updates (iterations 0..49)
+    assert resolve(with_compiler, method="dm", iterations=49) is True
+    assert resolve(with_compiler, method="dm", iterations=48) is False
+    assert resolve(without, method="dm", iterations=1000) is False
+    # DC: outer_loop updates per iteration (IPC 10: 10), so 5 iterations (0..4) are enough
+    assert resolve(with_compiler, method="dc", ipc=10, iterations=4) is True
+    assert resolve(with_compiler, method="dc", ipc=1, iterations=4) is False
+    assert resolve(with_compiler, method="dm", preset="quick") is True  # 201 x 64
+    assert resolve(with_compiler, method="dm", iterations=60, batch_real=64) is False  # the demo: 61 x 64
+    assert resolve(without, method="dm", iterations=1, compile="on") is True
+    assert resolve(with_compiler, method="dm", iterations=1000, compile="off") is False

@@ -66,8 +66,8 @@ def check_options(config: DistillConfig) -> None:
         raise ConfigError(f"--batch-classes {config.batch_classes!r}: expected one of {', '.join(SWITCHES)}")
     if config.amp not in AMP_MODES:
         raise ConfigError(f"--amp {config.amp!r}: expected one of {', '.join(AMP_MODES)}")
-    if config.amp == "bf16" and config.method != "dm":
-        raise ConfigError("--amp bf16 is only supported for --method dm (DC/DSA need full-precision second-order gradients)")
+    if config.compile not in SWITCHES:
+        raise ConfigError(f"--compile {config.compile!r}: expected one of {', '.join(SWITCHES)}")
     _check_int("--ipc", config.ipc, 1)
     for name, value, low in (
         ("--iterations", config.iterations, 0), ("--outer-loop", config.outer_loop, 1),
@@ -120,23 +120,26 @@ def resolve_hyperparameters(config: DistillConfig, device: torch.device, lateral
         table_outer, table_inner = loops_for_ipc(config.ipc) if config.outer_loop is None or config.inner_loop is None else (0, 0)
         outer = config.outer_loop if config.outer_loop is not None else table_outer
         inner = config.inner_loop if config.inner_loop is not None else table_inner
+    iterations = config.iterations if config.iterations is not None else cls.preset_iterations[config.preset]
+    batch_real = config.batch_real if config.batch_real is not None else cls.preset_batch_real[config.preset]
     amp = config.amp
     if amp == "auto":
-        # bf16 autocast for DM on a CPU with native bf16: measured 1.3x faster alone, ~1.5-2x with
-        # batched classes, loss curve within 0.05% of float32 (benchmarks/distill.py, docs in DESIGN).
-        amp = "bf16" if config.method == "dm" and device.type == "cpu" and _cpu_has_fast_bf16() else "off"
-    # Batched classes: faster on GPUs; on the CPU only under bf16 (in float32 it measured slower).
+        # bf16 autocast of the first-order passes on a CPU with native bf16 (benchmarks/
+        # versus_reference.py: DM 1.2x alone, DC/DSA 1.3x; accuracy within noise of float32 in
+        # benchmarks/fidelity.py). On CUDA float32 stays the default: not measured here.
+        amp = "bf16" if device.type == "cpu" and _cpu_has_fast_bf16() else "off"
+    # Batched classes: faster on GPUs; on the CPU one class at a time measured faster (DM IPC 50,
+    # 2 cores: 0.87 s per iteration against 1.66 s batched, bf16 + compile).
     batch_classes = config.method == "dm" and (
-        config.batch_classes == "on"
-        or (config.batch_classes == "auto" and (device.type == "cuda" or amp == "bf16"))
+        config.batch_classes == "on" or (config.batch_classes == "auto" and device.type == "cuda")
     )
     return Hyperparameters(
         method=config.method,
         ipc=config.ipc,
-        iterations=config.iterations if config.iterations is not None else cls.preset_iterations[config.preset],
+        iterations=iterations,
         lr_img=float(config.lr_img if config.lr_img is not None else cls.default_lr_img),
         lr_net=float(config.lr_net),
-        batch_real=config.batch_real if config.batch_real is not None else cls.preset_batch_real[config.preset],
+        batch_real=batch_real,
         outer_loop=outer,
         inner_loop=inner,
         init=config.init,
@@ -144,8 +147,36 @@ def resolve_hyperparameters(config: DistillConfig, device: torch.device, lateral
         seed=config.seed,
         batch_classes=batch_classes,
         amp=amp,
+        compile=resolve_compile(config, device, cls, iterations, outer, batch_real),
         preset=config.preset,
     )
+
+
+#: ``--compile auto`` compiles when a run sends at least this many real images per class through
+#: the network (updates x batch_real): compiling costs 5-20 s on 2 cores and saved about 0.3 ms
+#: per real image (DM, benchmarks/versus_reference.py), so ~50,000 images (10 classes) repay it
+COMPILE_MIN_REAL_IMAGES_PER_CLASS = 5000
+
+
+def resolve_compile(config: DistillConfig, device: torch.device, cls: type, iterations: int, outer_loop: int,
+                    batch_real: int) -> bool:
+    """Whether the first-order network passes go through ``torch.compile``.
+
+    ``auto`` compiles on a CPU with a C++ compiler when the run is long enough to repay the
+    compile time. Not on CUDA: compiled CUDA code has not been measured against eager there.
+    """
+    if config.compile != "auto":
+        return config.compile == "on"
+    updates = (iterations + 1) * (outer_loop if cls.uses_loops else 1)
+    long_enough = updates * batch_real >= COMPILE_MIN_REAL_IMAGES_PER_CLASS
+    return device.type == "cpu" and long_enough and _has_cxx_compiler()
+
+
+def _has_cxx_compiler() -> bool:
+    """True when the C++ compiler torch.compile uses on a CPU is on the PATH."""
+    import shutil
+
+    return any(shutil.which(name) for name in ("g++", "c++", "clang++"))
 
 
 def _cpu_has_fast_bf16() -> bool:
@@ -357,7 +388,7 @@ def _start_state(config, method, hp, sampler, spec, device, checkpoint, run_key,
 
 
 def _short_hp(hp: Hyperparameters) -> str:
-    keys = ("lr_img", "batch_real", "outer_loop", "inner_loop", "aug", "batch_classes", "amp")
+    keys = ("lr_img", "batch_real", "outer_loop", "inner_loop", "aug", "batch_classes", "amp", "compile")
     return ", ".join(f"{k}={getattr(hp, k)}" for k in keys)
 
 
