@@ -18,7 +18,9 @@ Matching details (why each option is set as it is):
   leaves flip out of that augmentation for a laterality-marked file (the reference does not): the
   one difference we keep, documented in docs/results.md;
 * everything else (ConvNet, lr_net 0.01, batch_train 256, SGD schedule) is the shared default;
-  DM runs with our CPU default (bf16 autocast, batched classes), since that is what we ship.
+  every method runs with our defaults for the device (on a CPU with native bf16: bf16 autocast
+  of the first-order passes, torch.compile where ``--compile auto`` picks it), since that is
+  what we ship.
 
     OMP_NUM_THREADS=1 python benchmarks/fidelity.py --rows aal10:dc:1 fmnist500:dm:10
     OMP_NUM_THREADS=1 python benchmarks/fidelity.py            # every reference row (slow)
