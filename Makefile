@@ -39,7 +39,12 @@ test: install
 # a CPU (tens of minutes); on a GPU: `$(PY) benchmarks/distill.py --device cuda --iterations 20 --max-outer 0`.
 bench: install
 	$(PY) benchmarks/ingest.py
-	$(PY) benchmarks/distill.py --iterations 1 --ipc 1 10 --variants base batched+bf16
+	$(PY) benchmarks/distill.py --iterations 1 --ipc 1 10 --variants base bf16+compile
+	@if [ -n "$$MEDCONDENSE_REF_DIR" ]; then \
+		$(PY) benchmarks/versus_reference.py --method dm dc dsa --ipc 1 10 --iterations 1 --rounds 3; \
+	else \
+		echo "versus_reference.py skipped: set MEDCONDENSE_REF_DIR to a reference checkout (benchmarks/reference.py says how)"; \
+	fi
 
 bench-table: install
 	$(PY) benchmarks/table.py --quick
