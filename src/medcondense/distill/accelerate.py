@@ -39,12 +39,15 @@ class MaybeCompiled:
     ``fn`` takes the network as an argument rather than closing over it, so a fresh network of
     the same shape every iteration reuses the compiled code instead of recompiling. Tensor
     arguments are made contiguous first for the same reason: compiled code is specialized to
-    strides, and a flipped or cropped batch would otherwise compile a graph of its own.
+    strides, and a flipped or cropped batch would otherwise compile a graph of its own. Batch
+    sizes vary (a class smaller than batch_real, the inner loop's synthetic batches): on the
+    first change of size torch.compile recompiles with a dynamic batch dimension, which then
+    serves every size, so a run compiles a handful of graphs, not one per size.
     """
 
     def __init__(self, fn: Callable[..., Any], enabled: bool):
         self.fn = fn
-        self.compiled: Callable[..., Any] | None = torch.compile(fn, dynamic=False) if enabled else None
+        self.compiled: Callable[..., Any] | None = torch.compile(fn) if enabled else None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.compiled is None:
