@@ -117,8 +117,9 @@ def opacus_version() -> str:
 
 def check_settings(settings: DPSettings, units: int) -> None:
     """ConfigError (exit 2) for DP settings that cannot give the promised guarantee."""
-    if not (isinstance(settings.epsilon, (int, float)) and math.isfinite(settings.epsilon) and settings.epsilon > 0):
-        raise ConfigError(f"--dp-epsilon {settings.epsilon!r}: expected a positive finite number")
+    # inf is accepted: the same code without noise (no guarantee; the benchmark's ablation row)
+    if not (isinstance(settings.epsilon, (int, float)) and not math.isnan(settings.epsilon) and settings.epsilon > 0):
+        raise ConfigError(f"--dp-epsilon {settings.epsilon!r}: expected a positive number")
     if not (isinstance(settings.delta, (int, float)) and 0 < settings.delta < 1):
         raise ConfigError(f"--dp-delta {settings.delta!r}: expected a number in (0, 1)")
     if units and settings.delta >= 1.0 / units:
@@ -303,9 +304,9 @@ def release(bank: QueryBank, images: torch.Tensor, labels: Any, units: Any | Non
 
 def attributes(settings: DPSettings, sigma: float) -> dict[str, Any]:
     """The output file's ``dp`` attribute (no data-derived value: no unit count)."""
+    spent = float("inf") if sigma == 0 else round(epsilon_spent(sigma, settings.delta, settings.accountant), 6)
     return {
-        "epsilon": settings.epsilon, "delta": settings.delta,
-        "epsilon_spent": round(epsilon_spent(sigma, settings.delta, settings.accountant), 6),
+        "epsilon": settings.epsilon, "delta": settings.delta, "epsilon_spent": spent,
         "noise_multiplier": sigma, "clip": settings.clip, "unit": settings.unit, "queries": settings.queries,
         "accountant": settings.accountant, "opacus_version": opacus_version(),
     }
