@@ -77,6 +77,13 @@ class DistillConfig:
     checkpoint_every: int = 50
     resume: bool = False
     overwrite: bool = False
+    # differential privacy (DP-DM, docs/distill.md): off unless dp_epsilon is set
+    dp_epsilon: float | None = None
+    dp_delta: float | None = None  # None: 1e-5
+    dp_clip: float = 1.0
+    dp_unit: str = "patient"
+    dp_queries: int = 50
+    dp_accountant: str = "rdp"
 
 
 @dataclass
@@ -123,6 +130,17 @@ class ScoreConfig:
     embed_nets: int = 3
     max_per_class: int = 500
     ssim_topk: int = 8
+    # membership inference (docs/score.md); set_distance runs whenever syn is given
+    mia: bool = False
+    mia_models: int = 2
+    mia_shadows: int = 0
+    mia_nonmembers: list[str] = field(default_factory=lambda: ["val", "test"])
+    mia_unit: str = "auto"
+    mia_epochs: int | None = None  # None: epochs
+    mia_train_aug: str = "none"
+    mia_bootstrap: int = 1000
+    max_mia_auc: float | None = None
+    max_mia_tpr: float | None = None
 
 
 @dataclass
