@@ -1,7 +1,10 @@
 """Distillation: DC, DSA and DM as strategies of one engine, plus coreset baselines.
 
-* :mod:`medcondense.distill.base` -- the method registry (``METHODS``) and the shared loop
-  (real batches per class, the synthetic tensor and its optimizer, checkpoints, resume);
+* :mod:`medcondense.distill.registry` -- the method table (``METHODS``: name -> ``"module:Class"``,
+  ``CORESETS``), without torch;
+* :mod:`medcondense.distill.base` -- the :class:`~medcondense.distill.base.Method` API and the
+  shared loop (real batches per class, the synthetic tensor and its optimizer, method state,
+  checkpoints, resume, class shards);
 * :mod:`medcondense.distill.dc`, :mod:`~medcondense.distill.dsa`, :mod:`~medcondense.distill.dm`
   -- the methods, each supplying its loss;
 * :mod:`medcondense.distill.augment` -- differentiable Siamese augmentation;
