@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import dataclasses
 from abc import ABC
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -203,7 +202,11 @@ class Method(ABC):
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned (on resume, tensors on the method's device)."""
+        """Restore what :meth:`state_dict` returned, tensors already on the method's device.
+
+        :meth:`Engine.run` calls it first whenever its start state holds a method state: on
+        resume (from the checkpoint) and after :meth:`init_state` (its own state, a no-op copy).
+        """
         if state:
             raise ConfigError(f"checkpoint holds state for method {self.hp.method}, which keeps none; delete it to start over")
 

@@ -57,4 +57,6 @@ def method_class(name: str) -> "type[Method]":
     cls = getattr(import_module(module_name), class_name, None)
     if cls is None:
         raise ImportError(f"method table entry {name!r}: {module_name} has no class {class_name!r}")
+    if getattr(cls, "name", None) != name:  # hp.method, checkpoints and outputs use the class's name
+        raise ImportError(f"method table entry {name!r}: {METHODS[name]} is named {getattr(cls, 'name', None)!r}")
     return cls
