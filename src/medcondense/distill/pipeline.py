@@ -92,7 +92,6 @@ def resolve_hyperparameters(config: DistillConfig, device: torch.device, lateral
     return method_class(config.method).resolve(config, device, laterality)
 
 
-
 # --------------------------------------------------------------------------- input
 
 
