@@ -77,7 +77,7 @@ def train_augment(name: str, laterality: bool) -> Augment | None:
     if name == "none":
         return None
     if name == "dsa":
-        from medcondense.distill.augment import SiameseAugment, default_ops
+        from medcondense.augment import SiameseAugment, default_ops
 
         return SiameseAugment(default_ops(laterality)).random_batch
     raise ConfigError(f"--train-aug {name!r}: expected one of {', '.join(TRAIN_AUGS)}")
@@ -399,7 +399,7 @@ def _make_plan(config: EvaluateConfig, real: RealData) -> _Plan:
     laterality = bool(real.image_set.attrs.get("laterality", True))
     aug_ops: list[str] = []
     if config.train_aug == "dsa":
-        from medcondense.distill.augment import default_ops
+        from medcondense.augment import default_ops
 
         aug_ops = default_ops(laterality)
     return _Plan(

@@ -177,7 +177,7 @@ class Augmenter:
         """
         if not self.ops:
             return None
-        from medcondense.distill.augment import sample_params
+        from medcondense.augment import sample_params
 
         return sample_params(self.ops, generator, self.device, per_sample=per_sample)
 
@@ -186,7 +186,7 @@ class Augmenter:
         """``x`` augmented with ``params`` (differentiable), or ``x`` itself for ``None``."""
         if params is None:
             return x
-        from medcondense.distill.augment import apply_aug
+        from medcondense.augment import apply_aug
 
         return apply_aug(x, params)
 

@@ -91,7 +91,7 @@ def resolve_aug(config: DistillConfig, uses_augmentation: bool, laterality: bool
 
     The default leaves out horizontal flip when the data set says laterality matters.
     """
-    from medcondense.distill.augment import default_ops, validate_ops
+    from medcondense.augment import default_ops, validate_ops
 
     if not uses_augmentation:
         if config.aug:
