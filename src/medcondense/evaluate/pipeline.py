@@ -9,18 +9,16 @@ then write the report JSON and the plot (:mod:`.report`). The report's keys are 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import time
 from pathlib import Path
 from typing import Any
 
-from medcondense import metrics
+from medcondense import metrics, runkey
 from medcondense.atomic import write_json
 from medcondense.config import EvaluateConfig, config_to_dict
-from medcondense.errors import AlreadyDone, ConfigError
+from medcondense.errors import ConfigError
 from medcondense.evaluate.baselines import BASELINES, BaselineCache, compute_baselines, full_baseline_epochs
 from medcondense.evaluate.data import InputSet, RealData, load_input, load_real
 from medcondense.evaluate.protocol import TRAIN_AUGS, evaluate_plan, make_plan
@@ -67,22 +65,9 @@ def _recovery(result: dict[str, Any], full: dict[str, Any] | None) -> dict[str, 
 
 
 def _run_key(config: EvaluateConfig, real: RealData, inputs: list[InputSet]) -> str:
+    """What decides the report: the real and input content hashes and the options (not paths, device)."""
     options = {k: v for k, v in config_to_dict(config).items() if k not in ("inputs", "real", "output", "plot", "overwrite", "device")}
-    payload = {"real": real.content_hash, "inputs": [i.content_hash for i in inputs], "options": options}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
-
-
-def _check_output(config: EvaluateConfig, run_key: str) -> None:
-    """Skip a finished identical run; refuse to replace another report without ``--overwrite``."""
-    if not config.output or config.overwrite or not Path(config.output).exists():
-        return
-    try:
-        previous = json.loads(Path(config.output).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        previous = None
-    if isinstance(previous, dict) and previous.get("run_key") == run_key:
-        raise AlreadyDone(config.output, previous)
-    raise ConfigError("exists (from other inputs or options); pass --overwrite to replace it", path=config.output)
+    return runkey.run_key({"real": real.content_hash, "inputs": [i.content_hash for i in inputs], "options": options})
 
 
 def _plot_path(config: EvaluateConfig) -> str | None:
@@ -104,7 +89,8 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
     real = load_real(config.real, config.test_site)
     inputs = [load_input(p, real) for p in config.inputs]
     run_key = _run_key(config, real, inputs)
-    _check_output(config, run_key)
+    if config.output:  # without -o nothing is written, so there is nothing to skip
+        runkey.skip_if_done(config.output, run_key, config.overwrite, runkey.json_record)
     plan = make_plan(config, real)
     cache = BaselineCache(config.real)
     ipcs = sorted({i.ipc for i in inputs})
