@@ -79,7 +79,6 @@ class BaselineCache:
             log.warning("%s: could not write the baseline cache (%s)", self.path, exc)
 
 
-
 def _baseline_params(plan: Plan, real: RealData, name: str, ipc: int | None) -> dict[str, Any]:
     s = plan.settings
     return {
@@ -153,4 +152,3 @@ def real_baselines(
         aug_ops=[], device=torch.device(device), seed=seed, full_steps=full_steps, test_site=None,
     )
     return compute_baselines(plan, real, BaselineCache(real.path), list(ipcs), which, tick or (lambda: None))
-

@@ -48,7 +48,6 @@ def _check_config(config: EvaluateConfig) -> None:
         raise ConfigError("batch_size and full_steps must be at least 1 and lr positive")
 
 
-
 def _metrics_block(summary: dict[str, Any]) -> dict[str, Any]:
     return {name: summary[name] for name in (*metrics.SCALAR_METRICS, "per_class_recall")}
 
@@ -143,4 +142,3 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
     if config.output:
         write_json(config.output, report)
     return report
-

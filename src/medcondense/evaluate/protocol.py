@@ -184,4 +184,3 @@ def evaluate_plan(plan: Plan, real: RealData, x: torch.Tensor, y: np.ndarray, *,
         settings=settings or plan.settings, augment=plan.augment, device=plan.device,
         seed=plan.seed if seed is None else seed, num_classes=len(real.class_names), on_model_done=tick,
     )
-
