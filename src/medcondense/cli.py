@@ -302,7 +302,7 @@ def evaluate(
     ))
     if cfg.real is None:
         cfg.real = str(default_data_path(str(workdir) if workdir else None))
-    _run_stage("medcondense.evaluate", cfg, as_json=as_json, quiet=quiet, verbose=verbose)
+    _run_stage("medcondense.evaluate.pipeline", cfg, as_json=as_json, quiet=quiet, verbose=verbose)
 
 
 # score ----------------------------------------------------------------------------------------
@@ -351,7 +351,7 @@ def score(
     ))
     if cfg.data is None:
         cfg.data = str(default_data_path(str(workdir) if workdir else None))
-    _run_stage("medcondense.score", cfg, as_json=as_json, quiet=quiet, verbose=verbose)
+    _run_stage("medcondense.score.pipeline", cfg, as_json=as_json, quiet=quiet, verbose=verbose)
 
 
 # export ---------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@
   checkpoints, resume, class shards);
 * :mod:`medcondense.distill.dc`, :mod:`~medcondense.distill.dsa`, :mod:`~medcondense.distill.dm`
   -- the methods, each supplying its loss;
-* :mod:`medcondense.distill.augment` -- differentiable Siamese augmentation;
+* :mod:`medcondense.augment` (beside nets and train, shared with evaluate) -- differentiable
+  Siamese augmentation;
 * :mod:`medcondense.distill.coreset` -- random, herding and k-center selection;
 * :mod:`medcondense.distill.pipeline` -- the ``medcondense distill`` stage (``run(config)``).
 

@@ -251,7 +251,7 @@ def resolve_aug(config: DistillConfig, uses_augmentation: bool, laterality: bool
 
     The default leaves out horizontal flip when the data set says laterality matters.
     """
-    from medcondense.distill.augment import default_ops, validate_ops
+    from medcondense.augment import default_ops, validate_ops
 
     if not uses_augmentation:
         if config.aug:
@@ -328,7 +328,7 @@ class Augmenter:
         """
         if not self.ops:
             return None
-        from medcondense.distill.augment import sample_params
+        from medcondense.augment import sample_params
 
         return sample_params(self.ops, generator, self.device, per_sample=per_sample)
 
@@ -337,7 +337,7 @@ class Augmenter:
         """``x`` augmented with ``params`` (differentiable), or ``x`` itself for ``None``."""
         if params is None:
             return x
-        from medcondense.distill.augment import apply_aug
+        from medcondense.augment import apply_aug
 
         return apply_aug(x, params)
 

@@ -10,8 +10,6 @@ written back in the input's units, so the synthetic file reads like the real one
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medcondense import store
+from medcondense import runkey, store
 from medcondense.config import DistillConfig, config_to_dict
 from medcondense.distill.base import (
     DataSpec,
@@ -36,7 +34,7 @@ from medcondense.distill.base import (
     state_from_checkpoint,
 )
 from medcondense.distill.registry import is_coreset, method_class, method_names
-from medcondense.errors import AlreadyDone, ConfigError
+from medcondense.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -118,21 +116,7 @@ def load_real(path: str | Path, ipc: int) -> store.ImageSet:
 
 def run_key_for(source_hash: str, hyperparameters: dict[str, Any]) -> str:
     """A digest of what decides the output: the input's content and the resolved hyper-parameters."""
-    text = json.dumps({"source": source_hash, "hp": hyperparameters}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def check_existing_output(output: Path, run_key: str, overwrite: bool) -> None:
-    """AlreadyDone when ``output`` holds this exact run; ConfigError when it holds another one."""
-    if overwrite or not output.exists():
-        return
-    try:
-        attrs = store.read_attrs(output)
-    except store.StoreError:
-        attrs = {}
-    if attrs.get("run_key") == run_key:
-        raise AlreadyDone(output, _summary_from_attrs(output, attrs))
-    raise ConfigError("output exists from a different run; pass --overwrite to replace it", path=output)
+    return runkey.run_key({"source": source_hash, "hp": hyperparameters})
 
 
 def _summary_from_attrs(output: Path, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -168,13 +152,13 @@ def run(config: DistillConfig, *, hooks: Any = None) -> dict[str, Any]:
     if is_coreset(config.method):
         hp = _coreset_hyperparameters(config)
         run_key = run_key_for(source_hash, hp)
-        check_existing_output(output, run_key, config.overwrite)
+        runkey.skip_if_done(output, run_key, config.overwrite, runkey.hdf5_record(_summary_from_attrs))
         result = _run_coreset(config, real, hp, device)
     else:
         hp_obj = resolve_hyperparameters(config, device, laterality)
         hp = hp_obj.to_dict()
         run_key = run_key_for(source_hash, hp)
-        check_existing_output(output, run_key, config.overwrite)
+        runkey.skip_if_done(output, run_key, config.overwrite, runkey.hdf5_record(_summary_from_attrs))
         result = _run_synthetic(config, real, hp_obj, run_key, source_hash, device, hooks)
     out_set = result.pop("image_set")
     out_set.attrs.update(
