@@ -221,6 +221,12 @@ def distill(
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Save a checkpoint every K iterations [default: 50]."),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue bit-for-bit from <output>.ckpt of the same run (same input and options). Ctrl-C saves one."),
     deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic", help="Ask torch for deterministic kernels (slower on GPU)."),
+    dp_epsilon: Optional[float] = typer.Option(None, "--dp-epsilon", help="Differentially private DM (with --method dm): the privacy budget epsilon of the release; needs the extra medcondense[dp] (Opacus). Every run spends budget."),
+    dp_delta: Optional[float] = typer.Option(None, "--dp-delta", help="DP delta; must be below 1 / units [default: 1e-5]."),
+    dp_clip: Optional[float] = typer.Option(None, "--dp-clip", help="DP: L2 clip of one unit's block of mean embeddings [default: 1.0]."),
+    dp_unit: Optional[str] = typer.Option(None, "--dp-unit", help="DP: patient (all of a patient's images) | image [default: patient]."),
+    dp_queries: Optional[int] = typer.Option(None, "--dp-queries", help="DP: random networks (with one augmentation draw each) in the release [default: 50]."),
+    dp_accountant: Optional[str] = typer.Option(None, "--dp-accountant", help="DP: Opacus accountant rdp | prv [default: rdp]."),
     device: Optional[str] = DeviceOpt,
     seed: Optional[int] = SeedOpt,
     overwrite: Optional[bool] = OverwriteOpt,
@@ -233,6 +239,10 @@ def distill(
 ) -> None:
     """Distil a real data set into a few images per class (DC, DSA, DM) or pick a coreset.
 
+    With --dp-epsilon E (and --method dm) the set is (E, delta)-differentially private per
+    patient (or image) of the train split: DM matches statistics released once with Gaussian noise
+    (docs/distill.md).
+
     Examples:
 
       medcondense distill --method dsa --ipc 10         # data.h5 -> syn_dsa_ipc10.h5
@@ -240,6 +250,8 @@ def distill(
       medcondense distill data.h5 --method dm --ipc 50 --preset paper --device cuda -o syn.h5
 
       medcondense distill data.h5 --method herding --ipc 10
+
+      medcondense distill data.h5 --method dm --ipc 10 --dp-epsilon 8 --dp-delta 1e-5 -o syn_dp.h5
     """
     from medcondense.config import default_data_path, default_syn_name
 
@@ -250,12 +262,14 @@ def distill(
         inner_loop=inner_loop, lr_img=lr_img, batch_real=batch_real, init=init,
         aug=_split_list(aug), batch_classes=batch_classes, amp=amp, compile=compile_,
         checkpoint_every=checkpoint_every, resume=resume, deterministic=deterministic,
-        device=device, seed=seed, overwrite=overwrite,
+        device=device, seed=seed, overwrite=overwrite, dp_epsilon=dp_epsilon, dp_delta=dp_delta, dp_clip=dp_clip,
+        dp_unit=dp_unit, dp_queries=dp_queries, dp_accountant=dp_accountant,
     ))
     if cfg.input is None:
         cfg.input = str(default_data_path(str(workdir) if workdir else None))
     if cfg.output is None:
-        cfg.output = str(Path(cfg.input).parent / default_syn_name(cfg.method, cfg.ipc))
+        name = "dm_dp" if cfg.dp_epsilon is not None and cfg.method == "dm" else cfg.method
+        cfg.output = str(Path(cfg.input).parent / default_syn_name(name, cfg.ipc))
     _run_stage("medcondense.distill.pipeline", cfg, as_json=as_json, quiet=quiet, verbose=verbose)
 
 

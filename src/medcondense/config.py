@@ -66,7 +66,7 @@ class DistillConfig:
     lr_img: float | None = None
     lr_net: float = 0.01
     batch_real: int | None = None  # None: from --preset (quick 64, paper 256 = the reference)
-    init: str = "real"
+    init: str | None = None  # None: real, or noise with --dp-epsilon
     aug: list[str] | None = None
     device: str = "auto"
     seed: int = 0
