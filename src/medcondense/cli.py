@@ -324,13 +324,20 @@ def evaluate(
 def score(
     data: Optional[Path] = typer.Argument(None, help="Real data set [default: <workdir>/data.h5]."),
     syn: Optional[Path] = typer.Argument(None, help="A distilled set: adds distance, coverage and the privacy audit."),
-    ipc: Optional[str] = typer.Option(None, "--ipc", help="Target IPCs for the indicator, comma-separated [default: 1,10,50]."),
+    ipc: Optional[str] = typer.Option(None, "--ipc", help="Target IPCs for the indicator, comma-separated [default: 1,10,50; none when SYN is given]."),
     repeats: Optional[int] = typer.Option(None, "--repeats", help="Random subsets per IPC for the indicator [default: 3]."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs for the indicator [default: 300]."),
     ssim_threshold: Optional[float] = typer.Option(None, "--ssim-threshold", help="Near-copy if SSIM to a real training image >= this [default: 0.95]."),
     cosine_threshold: Optional[float] = typer.Option(None, "--cosine-threshold", help="Near-copy if embedding cosine >= this [default: 0.98]."),
     fail_on_copies: Optional[bool] = typer.Option(None, "--fail-on-copies/--no-fail-on-copies", help="Exit 5 when near-copies are found (for pipelines that must not share them)."),
     pairs_dir: Optional[Path] = typer.Option(None, "--pairs-dir", help="Save each flagged synthetic/real pair as a PNG here."),
+    mia: Optional[bool] = typer.Option(None, "--mia/--no-mia", help="Membership inference: add the loss attack (models trained on the set) to the set-distance attack that always runs with SYN."),
+    mia_models: Optional[int] = typer.Option(None, "--mia-models", help="Models trained on each artefact for the loss attack [default: 2]."),
+    mia_shadows: Optional[int] = typer.Option(None, "--mia-shadows", help="LiRA with N shadow distillations (even, >= 4; costly) [default: 0 = off]."),
+    mia_nonmembers: Optional[str] = typer.Option(None, "--mia-nonmembers", help="Non-member splits: val | test | val,test [default: val,test]."),
+    mia_unit: Optional[str] = typer.Option(None, "--mia-unit", help="patient | image [default: patient when the file records patients]."),
+    max_mia_auc: Optional[float] = typer.Option(None, "--max-mia-auc", help="Exit 5 when an attack's AUC on SYN exceeds this."),
+    max_mia_tpr: Optional[float] = typer.Option(None, "--max-mia-tpr", help="Exit 5 when an attack's TPR at 1% FPR on SYN exceeds this."),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="Predictor calibration JSON [default: the shipped one]."),
     calibrate: Optional[List[Path]] = typer.Option(None, "--calibrate", help="Refit the predictor from these benchmark result JSONs and write it to -o."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the score JSON (or, with --calibrate, the calibration) here."),
@@ -350,6 +357,8 @@ def score(
       medcondense score                                   # indicator + proxies for ./data.h5
 
       medcondense score data.h5 syn_dsa_ipc10.h5 --fail-on-copies
+
+      medcondense score data.h5 syn_dm_ipc10.h5 --mia --max-mia-tpr 0.05   # membership inference gate
     """
     from medcondense.config import default_data_path
 
@@ -361,7 +370,9 @@ def score(
         pairs_dir=str(pairs_dir) if pairs_dir else None,
         calibration=str(calibration) if calibration else None,
         calibrate=[str(p) for p in calibrate] if calibrate else None,
-        output=str(output) if output else None, device=device, seed=seed,
+        output=str(output) if output else None, device=device, seed=seed, mia=mia, mia_models=mia_models,
+        mia_shadows=mia_shadows, mia_nonmembers=_split_list(mia_nonmembers), mia_unit=mia_unit,
+        max_mia_auc=max_mia_auc, max_mia_tpr=max_mia_tpr,
     ))
     if cfg.data is None:
         cfg.data = str(default_data_path(str(workdir) if workdir else None))

@@ -114,7 +114,7 @@ class ScoreConfig:
 
     data: str | None = None
     syn: str | None = None
-    ipc: list[int] = field(default_factory=lambda: [1, 10, 50])
+    ipc: list[int] | None = None  # None: 1,10,50 before distilling; none when a synthetic file is given
     repeats: int = 3
     epochs: int = 300
     device: str = "auto"

@@ -135,7 +135,7 @@ def build_game(real: store.ImageSet, settings: MIASettings, mean: np.ndarray, st
 
 def random_artefact(real_train_y: np.ndarray, ipc: int, seed: int) -> np.ndarray:
     """Rows of the train split forming the same-IPC random real subset."""
-    from medcondense.evaluate import random_subset
+    from medcondense.evaluate.baselines import random_subset
 
     return random_subset(real_train_y, ipc, seed)
 
@@ -173,7 +173,7 @@ def set_distance_signal(game: Game, syn_x: torch.Tensor, syn_y: np.ndarray, nets
 def train_models(x: torch.Tensor, y: np.ndarray, num_classes: int, models: int, epochs: int, seed: int,
                  device: torch.device, train_aug: str, laterality: bool) -> list:
     """``models`` fresh ConvNets trained with evaluate's protocol (model k seeded ``seed + k``)."""
-    from medcondense.evaluate import train_augment
+    from medcondense.evaluate.protocol import train_augment
     from medcondense.nets import build_net
     from medcondense.train import TrainSettings, train_classifier
 
@@ -197,7 +197,7 @@ def loss_signal(game: Game, nets: list, device: torch.device) -> np.ndarray:
 
 
 def full_epochs(n: int, settings: MIASettings) -> int:
-    from medcondense.evaluate import full_baseline_epochs
+    from medcondense.evaluate.baselines import full_baseline_epochs
 
     return full_baseline_epochs(n, settings.epochs, 256, settings.full_steps)
 
