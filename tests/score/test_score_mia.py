@@ -80,9 +80,12 @@ def test_mia_without_a_synthetic_file_exits_2(real_h5: Path):
     assert result.exit_code == 2 and "--mia" in result.output
 
 
-def test_too_few_non_member_units_exit_3(real_h5: Path, half_copies: Path):
-    result = _score(str(real_h5), str(half_copies), "--device", "cpu", "--mia-unit", "patient")
+def test_too_few_non_member_units_exit_3_when_the_audit_is_asked_for(real_h5: Path, half_copies: Path):
+    result = _score(str(real_h5), str(half_copies), "--device", "cpu", "--mia-unit", "patient", "--mia")
     assert result.exit_code == 3 and "20 non-member" in result.output
+    plain = _score(str(real_h5), str(half_copies), "--device", "cpu", "--set", "score.embed_nets=1")
+    assert plain.exit_code == 0  # a plain `score DATA SYN` reports why the always-on attack is absent
+    assert "20 non-member" in json.loads(plain.stdout)["syn"]["privacy"]["mia_skipped"]
 
 
 def test_a_set_distilled_from_other_data_exits_2(real_h5: Path, tmp_path: Path, blob_set):
