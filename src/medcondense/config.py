@@ -39,6 +39,8 @@ class IngestConfig:
     mask_suffix: str | None = None
     labels_csv: str | None = None
     label_tag: str | None = None
+    allow_identifying_label_tag: bool = False
+    allow_burned_in: bool = False
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     site: str | None = None
     modality: str | None = None

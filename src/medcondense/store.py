@@ -27,7 +27,7 @@ import numpy as np
 
 from medcondense import interrupts
 from medcondense.atomic import atomic_path
-from medcondense.errors import ConfigError, StoreError
+from medcondense.errors import ConfigError, RuntimeFailure, StoreError
 
 SCHEMA_NAME = "medcondense"
 SCHEMA_VERSION = 1
@@ -240,6 +240,7 @@ def write(path: str | Path, image_set: ImageSet, *, overwrite: bool = False) -> 
         raise ConfigError("output exists; pass --overwrite to replace it", path=path)
     image_set = canonical(image_set)
     _check_consistent(image_set, path)
+    _check_finite(image_set, path)
     digest = content_hash(image_set)
     with interrupts.deferred():
         # h5py swallows an exception raised inside its own calls ("Exception ignored"), so a
@@ -248,6 +249,14 @@ def write(path: str | Path, image_set: ImageSet, *, overwrite: bool = False) -> 
     with atomic_path(path, expected_bytes=len(image)) as tmp:
         _write_bytes(tmp, image)
     return digest
+
+
+def _check_finite(image_set: ImageSet, path: str | Path) -> None:
+    """Never write a set holding NaN/Inf images: every later stage would refuse it."""
+    bad = image_set.images.size - int(np.count_nonzero(np.isfinite(image_set.images)))
+    if bad:
+        raise RuntimeFailure(f"{bad} image value(s) are NaN or Inf; nothing written", path=path,
+                             hint="a bug upstream: rerun with -v and report it")
 
 
 def _file_image(image_set: ImageSet, digest: str) -> bytes:

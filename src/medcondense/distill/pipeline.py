@@ -323,7 +323,7 @@ def _output_meta(real: store.ImageSet, n: int) -> dict[str, np.ndarray]:
 
 
 def _copied_attrs(real: store.ImageSet) -> dict[str, Any]:
-    keep = ("normalization", "preprocessing", "modality", "laterality")
+    keep = ("normalization", "preprocessing", "modality", "laterality", "burned_in_images")
     return {k: real.attrs[k] for k in keep if k in real.attrs}
 
 

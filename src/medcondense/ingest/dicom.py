@@ -45,6 +45,7 @@ class Header:
     instance: int | None = None
     voi: tuple[float, float] | None = None
     label: str | None = None
+    burned_in: bool = False
 
 
 @dataclass
@@ -83,7 +84,19 @@ def _functional_groups(ds) -> list:
     return out
 
 
-def read_header(path: str, root: str, label_tag: str | None = None) -> Header | str:
+#: attributes that say text or a face may be visible in the pixels (PS3.3 C.7.6.1.1.7/8)
+BURNED_IN_KEYWORDS = ("BurnedInAnnotation", "RecognizableVisualFeatures")
+
+
+def burned_in_reason(ds) -> str | None:
+    """Which attribute says YES (the image may show a name or a face), or None."""
+    for keyword in BURNED_IN_KEYWORDS:
+        if str(ds.get(keyword, "") or "").strip().upper() == "YES":
+            return keyword
+    return None
+
+
+def read_header(path: str, root: str, label_tag: str | None = None, allow_burned_in: bool = False) -> Header | str:
     """Read one file's header; return a :class:`Header` or the reason it cannot be used."""
     import pydicom
 
@@ -96,6 +109,10 @@ def read_header(path: str, root: str, label_tag: str | None = None) -> Header | 
             return "not an image (no Rows/Columns: e.g. a report, structure set or DICOMDIR)"
         if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
             return "no pixel data"
+        burned = burned_in_reason(ds)
+        if burned and not allow_burned_in:
+            return (f"{burned} is YES: the pixels may show a name or a face (pass --allow-burned-in "
+                    "to keep such images; exports then say BurnedInAnnotation YES)")
         label = None
         if label_tag:
             value = ds.get(label_tag)
@@ -125,12 +142,13 @@ def read_header(path: str, root: str, label_tag: str | None = None) -> Header | 
             instance=int(instance) if instance not in (None, "") else None,
             voi=(center, width) if center is not None and width else None,
             label=label,
+            burned_in=burned is not None,
         )
     except Exception as exc:  # noqa: BLE001 - malformed values
         return f"malformed DICOM header ({type(exc).__name__})"
 
 
-def read_header_task(args: tuple[str, str, str | None]) -> Header | str:
+def read_header_task(args: tuple[str, str, str | None, bool]) -> Header | str:
     """:func:`read_header` taking one tuple (for ``executor.map``)."""
     return read_header(*args)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -20,13 +21,14 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from medcondense import store
+from medcondense import interrupts, store
+from medcondense.atomic import atomic_path
 from medcondense.config import IngestConfig, config_to_dict, default_data_path
 from medcondense.errors import AlreadyDone, ConfigError, NoUsableInputError, StoreError
 from medcondense.ingest import deid, dicom, labels, normalize, split
 from medcondense.ingest import window as win
 from medcondense.ingest.discover import Candidate, discover, mask_for
-from medcondense.ingest.nifti import NiftiVolume, load_canonical, mask_slices, plane_spacing, take_slice
+from medcondense.ingest.nifti import NiftiVolume, fill_nonfinite, load_canonical, mask_slices, plane_spacing, take_slice
 from medcondense.ingest.resample import resample_slice
 
 log = logging.getLogger(__name__)
@@ -70,12 +72,63 @@ def select_slices(n: int, spec: tuple[str, int]) -> list[int]:
     return list(range(n))
 
 
+#: the largest --size: one 2048 px float32 image is 16 MB, and distillation works on small ones
+MAX_SIZE = 2048
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux MemAvailable), or None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def estimate_images(candidates: list[Candidate], config: IngestConfig) -> int:
+    """A quick count of the images the inputs give: one per DICOM file, the slices of each NIfTI
+    (header only; masks and --slices ignored, so it is an upper bound for NIfTI)."""
+    count = 0
+    for c in candidates:
+        if c.kind != "nifti":
+            count += 1
+            continue
+        try:
+            shape = load_canonical(c.path).shape
+        except Exception:  # noqa: BLE001 - the reader reports a bad file later
+            continue
+        if len(shape) >= 3:
+            count += int(shape[config.axis]) * (int(shape[3]) if len(shape) > 3 and config.channels != "keep" else 1)
+    return count
+
+
+def check_memory(candidates: list[Candidate], config: IngestConfig) -> None:
+    """Refuse (exit 2) a --size whose output cannot fit in memory, before reading any pixel."""
+    available = available_memory()
+    if available is None:
+        return
+    images = estimate_images(candidates, config)
+    channels = 3 if config.channels == "keep" else 1
+    needed = images * channels * config.size * config.size * 4 * 3  # collected, stacked, normalized
+    if needed > available:
+        raise ConfigError(
+            f"--size {config.size}: about {images} images would need about {needed / 1e9:.1f} GB of "
+            f"memory, {available / 1e9:.1f} GB available",
+            hint="use a smaller --size, --slices every:K or central:N, or fewer inputs",
+        )
+
+
 def check_options(config: IngestConfig) -> Options:
     """Validate the options that are not files; raise ConfigError with the option's name."""
     if config.size < 4:
         raise ConfigError(f"--size must be at least 4, got {config.size}")
-    if config.spacing is not None and config.spacing <= 0:
-        raise ConfigError(f"--spacing must be positive, got {config.spacing}")
+    if config.size > MAX_SIZE:
+        raise ConfigError(f"--size must be at most {MAX_SIZE} pixels, got {config.size}",
+                          hint="distillation works on small images: 28 to 128 is usual")
+    if config.spacing is not None and not (math.isfinite(config.spacing) and config.spacing > 0):
+        raise ConfigError(f"--spacing must be a positive number of mm, got {config.spacing}")
     if config.axis not in (0, 1, 2):
         raise ConfigError(f"--axis must be 0, 1 or 2, got {config.axis}")
     if config.channels not in CHANNELS:
@@ -85,8 +138,9 @@ def check_options(config: IngestConfig) -> Options:
     if config.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {config.workers}")
     lo, hi = (float(v) for v in config.percentiles)
-    if not 0 <= lo < hi <= 100:
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi <= 100):
         raise ConfigError(f"percentiles must satisfy 0 <= low < high <= 100, got {config.percentiles}")
+    deid.check_label_tag(config.label_tag, allow_identifying=config.allow_identifying_label_tag)
     normalize.check_method(config.normalize)
     spec = win.parse_window(config.window)
     if spec.kind == "auto" and config.normalize == "ct":
@@ -105,19 +159,34 @@ class Rejects:
 
     fail: bool = False
     items: list[tuple[str, str]] = field(default_factory=list)
+    #: with --hash-paths: path -> keyed hash, so no patient-named path reaches the report
+    hasher: Callable[[str], str] | None = None
 
     def add(self, path: str, reason: str) -> None:
+        shown = self.hasher(str(path)) if self.hasher else str(path)
         if self.fail:
-            raise NoUsableInputError(reason, path=path, hint="--on-error skip rejects bad files and goes on")
-        log.debug("rejected %s: %s", path, reason)
-        self.items.append((str(path), reason))
+            raise NoUsableInputError(reason, path=shown, hint="--on-error skip rejects bad files and goes on")
+        log.debug("rejected %s: %s", shown, reason)
+        self.items.append((shown, reason))
 
     def write(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="", encoding="utf-8") as f:
+        """The report as CSV (path, reason), written atomically."""
+        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["path", "reason"])
             writer.writerows(self.items)
+
+
+def path_hasher(inputs: list[str], secret: bytes) -> Callable[[str], str]:
+    """The --hash-paths form of a path: the keyed hash of its path below its input folder,
+    exactly as stored in ``meta/source_path``."""
+    roots = [Path(r) for r in inputs]
+
+    def hashed(path: str) -> str:
+        root = next((r for r in roots if Path(path) == r or r in Path(path).parents), Path(path).parent)
+        return deid.keyed_hash(deid.relative_source(path, root), "path", secret)
+
+    return hashed
 
 
 # ------------------------------------------------------------------------------ collected images
@@ -166,6 +235,7 @@ class Context:
     root_warned: set[str] = field(default_factory=set)
     anonymous: int = 0
     windows: Counter = field(default_factory=Counter)
+    burned_in: int = 0  # kept images whose file says BurnedInAnnotation/RecognizableVisualFeatures YES
 
 
 # ------------------------------------------------------------------------------ workers
@@ -179,6 +249,10 @@ def dicom_task(args: tuple) -> tuple[list[np.ndarray], float] | str:
     path, frames, spacing, size, target, channels = args
     try:
         arr = dicom.read_frames(path, frames)
+        filled = fill_nonfinite(np.asarray(arr, dtype=np.float32)) if np.asarray(arr).dtype.kind == "f" else (arr, 0)
+        if isinstance(filled, str):
+            return filled
+        arr = filled[0]
         out, out_spacing = [], 1.0
         for frame in arr:
             planes = [resample_slice(p, spacing, size, target) for p in dicom.to_channels(frame, channels)]
@@ -201,6 +275,10 @@ def nifti_task(args: tuple) -> list[NiftiVolume] | str:
         if len(img.shape) < 3 or len(img.shape) > 4:
             return f"expected a 3D or 4D NIfTI image, got shape {tuple(img.shape)}"
         data = np.asanyarray(img.dataobj, dtype=np.float32)
+        filled = fill_nonfinite(data)
+        if isinstance(filled, str):
+            return filled
+        data, nonfinite = filled
         if data.ndim == 3:
             data = data[..., None]
         keep = list(range(data.shape[axis]))
@@ -220,7 +298,7 @@ def nifti_task(args: tuple) -> list[NiftiVolume] | str:
                 out_spacing = planes[0][1]
                 images.append(np.stack([p[0] for p in planes]))
             stack = np.stack(images) if images else np.zeros((0, len(group), size, size), np.float32)
-            volumes.append(NiftiVolume(stack, keep, (out_spacing, out_spacing, through), vol_index))
+            volumes.append(NiftiVolume(stack, keep, (out_spacing, out_spacing, through), vol_index, nonfinite))
         return volumes
     except MemoryError:
         raise
@@ -234,13 +312,24 @@ def mapper(workers: int) -> Iterator[Callable[..., Iterable[Any]]]:
     if workers <= 1:
         yield lambda fn, items, chunksize=1: map(fn, items)
         return
-    pool = ProcessPoolExecutor(max_workers=workers)
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=interrupts.worker_init)
     try:
         yield lambda fn, items, chunksize=1: pool.map(fn, items, chunksize=max(1, chunksize))
-    except BaseException:  # Ctrl-C or an error: do not wait for queued files
-        pool.shutdown(wait=False, cancel_futures=True)
+    except BaseException:  # Ctrl-C, SIGTERM or an error: stop the workers, do not wait for queued files
+        stop_pool(pool)
         raise
     pool.shutdown()
+
+
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancel queued work and end the worker processes now (not after their current file)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=10)
 
 
 # ------------------------------------------------------------------------------ steps
@@ -340,6 +429,7 @@ def ingest_dicom_unit(ctx: Context, unit: dicom.Unit) -> None:
             spacing=(out_spacing, out_spacing, float(unit.slice_spacing)),
         )
         ctx.out.modalities[modality] += 1
+        ctx.burned_in += int(h.burned_in)
     ctx.out.units += 1
 
 
@@ -362,6 +452,9 @@ def ingest_nifti(ctx: Context, candidates: list[Candidate]) -> None:
             ctx.rejects.add(c.path, result)
             continue
         source = source_of(ctx, c.path, c.root)
+        if result and result[0].nonfinite:
+            log.warning("%s: %d NaN/Inf voxel(s) set to the volume's smallest finite value before resampling",
+                        source, result[0].nonfinite)
         rel = deid.relative_source(c.path, c.root)
         patient = ("csv:" + row.patient) if row is not None and row.patient else "file:" + rel
         for vol in result:
@@ -382,7 +475,7 @@ def ingest_nifti(ctx: Context, candidates: list[Candidate]) -> None:
 
 def read_dicom_headers(ctx: Context, candidates: list[Candidate]) -> list[dicom.Header]:
     """Headers of all DICOM candidates (in parallel with ``--workers``); rejects for bad ones."""
-    args = [(c.path, c.root, ctx.config.label_tag) for c in candidates]
+    args = [(c.path, c.root, ctx.config.label_tag, ctx.config.allow_burned_in) for c in candidates]
     headers = []
     chunk = max(1, len(args) // (8 * ctx.config.workers))
     for c, result in zip(candidates, ctx.mapper(dicom.read_header_task, args, chunksize=chunk)):
@@ -456,13 +549,15 @@ def run(config: IngestConfig) -> dict[str, Any]:
     if csv_path is not None and not csv_path.is_file():
         raise ConfigError("labels CSV not found", path=csv_path)
     found = discover(config.inputs, skip=[str(csv_path)] if csv_path else [], mask_suffix=config.mask_suffix)
-    rejects = Rejects(fail=config.on_error == "fail")
+    rejects = Rejects(fail=config.on_error == "fail",
+                      hasher=path_hasher(config.inputs, deid.site_secret()) if config.hash_paths else None)
     if not found.candidates:
         where = ", ".join(config.inputs)
         why = f" ({found.rejects[0][1]})" if len(found.rejects) == 1 and not Path(found.rejects[0][0]).is_file() else ""
         raise NoUsableInputError(f"no readable DICOM or NIfTI files in {where}{why}")
     for path, reason in found.rejects:
         rejects.add(path, reason)
+    check_memory(found.candidates, config)
     files = [Path(c.path) for c in found.candidates] + ([csv_path] if csv_path else [])
     run_key = store.hash_files(files, key_config(config))
     check_existing(output, run_key, config.overwrite)
@@ -528,6 +623,9 @@ def _finish(ctx: Context, output: Path, run_key: str, report: Path, started: flo
         "provenance": make_provenance(stage="ingest", config=config_to_dict(cfg), paths=paths,
                                       input_hash=run_key, seed=cfg.seed, started=started),
         "run_key": run_key,
+        # how many images their file flags as showing text or a face (kept with --allow-burned-in);
+        # copied into distilled sets, so every export can say BurnedInAnnotation YES
+        "burned_in_images": int(ctx.burned_in),
     }
     meta = {
         "source_path": np.array(out.sources, dtype=object),

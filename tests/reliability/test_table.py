@@ -1,0 +1,271 @@
+"""The reliability table (#18): one row per hostile case, each built from real files at test time.
+
+Every row runs the real CLI and asserts the exit code, the one line it prints (no traceback, no
+"a bug"), that no temporary or lock file is left, and that the victim file (a file the run must
+never touch, also the target of the planted links) is unchanged. docs/reliability.md lists the
+guarantee each row proves.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+from rel_helpers import leftovers, nifti_cohort, one_clean_line, write_nifti
+from typer.testing import CliRunner
+
+from medcondense import store
+from medcondense.cli import app
+
+VICTIM_TEXT = "precious: must never change"
+
+
+def _ingest_helpers():
+    """tests/ingest/ingest_helpers.py (real DICOM written with pydicom), loaded by path."""
+    path = Path(__file__).resolve().parents[1] / "ingest" / "ingest_helpers.py"
+    spec = importlib.util.spec_from_file_location("rel_ingest_helpers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+@dataclass
+class Row:
+    """One case: build inputs under ``tmp`` and return the CLI arguments; the expected outcome."""
+
+    build: Callable[[Path], list[str]]
+    code: int
+    needles: tuple[str, ...] = ()  # in the one error line (exit 1/2/3/130) ...
+    reject: str | None = None  # ... or in a row of the rejects CSV (exit 4)
+    check: Callable[[Path], None] | None = None
+
+
+def _cohort(tmp: Path) -> Path:
+    return nifti_cohort(tmp / "in")
+
+
+def _ingest(tmp: Path, *extra: str, inputs: Path | None = None) -> list[str]:
+    return ["ingest", str(inputs or tmp / "in"), "-o", str(tmp / "out" / "data.h5"), "--size", "12", *extra]
+
+
+# ---------------------------------------------------------------- builders of the hostile cases
+
+
+def _split(value: str):
+    return lambda tmp: _ingest(tmp, "--split", value) if _cohort(tmp) else []
+
+
+def _size(value: str):
+    return lambda tmp: _ingest(tmp, "--size", value) if _cohort(tmp) else []
+
+
+def _option(*option: str):
+    return lambda tmp: _ingest(tmp, *option) if _cohort(tmp) else []
+
+
+def _symlink_folder_loop(tmp: Path) -> list[str]:
+    _cohort(tmp)
+    (tmp / "in" / "a" / "again").symlink_to(tmp / "in" / "a", target_is_directory=True)
+    return _ingest(tmp)
+
+
+def _symlink_file_loop(tmp: Path) -> list[str]:
+    _cohort(tmp)
+    (tmp / "in" / "a" / "x.nii").symlink_to(tmp / "in" / "a" / "y.nii")
+    (tmp / "in" / "a" / "y.nii").symlink_to(tmp / "in" / "a" / "x.nii")
+    return _ingest(tmp)
+
+
+def _dangling_link(tmp: Path) -> list[str]:
+    _cohort(tmp)
+    (tmp / "in" / "a" / "gone.nii.gz").symlink_to(tmp / "nowhere.nii.gz")
+    return _ingest(tmp)
+
+
+def _non_utf8_name(tmp: Path) -> list[str]:
+    _cohort(tmp)
+    write_nifti(Path(os.fsdecode(os.fsencode(str(tmp / "in" / "a")) + b"/caf\xe9.nii")), np.ones((12, 12, 2)))
+    return _ingest(tmp)
+
+
+def _fifo(tmp: Path) -> list[str]:
+    _cohort(tmp)
+    os.mkfifo(tmp / "in" / "a" / "pipe.nii")  # a reader would block on it forever
+    return _ingest(tmp)
+
+
+def _symlinked_class_folder(tmp: Path) -> list[str]:
+    _cohort(tmp)
+    nifti_cohort(tmp / "elsewhere", classes=("c",))
+    (tmp / "in" / "c").symlink_to(tmp / "elsewhere" / "c", target_is_directory=True)
+    return _ingest(tmp)
+
+
+def _three_classes(tmp: Path) -> None:
+    assert store.read(tmp / "out" / "data.h5").class_names == ["a", "b", "c"]
+
+
+def _nan_voxels(tmp: Path) -> list[str]:
+    _cohort(tmp)
+    vol = np.random.default_rng(1).random((12, 12, 3)).astype(np.float32) * 100
+    vol[3, 4, :] = np.nan  # two bad voxels per slice
+    vol[7, 1, :] = np.inf
+    write_nifti(tmp / "in" / "a" / "nan.nii.gz", vol)
+    return _ingest(tmp)
+
+
+def _all_finite(tmp: Path) -> None:
+    s = store.read(tmp / "out" / "data.h5")
+    assert np.isfinite(s.images).all() and s.n == 15  # 4 + 1 volumes x 3 slices: none dropped
+
+
+def _all_nan(tmp: Path) -> list[str]:
+    _cohort(tmp)
+    write_nifti(tmp / "in" / "a" / "void.nii.gz", np.full((12, 12, 3), np.nan, np.float32))
+    return _ingest(tmp)
+
+
+def _dicom_cohort(tmp: Path, *, burned: dict) -> Path:
+    helpers = _ingest_helpers()
+    root = tmp / "in"
+    for c, cls in enumerate(("a", "b")):
+        for p in range(2):
+            extra = burned if (c, p) == (0, 0) else {}
+            helpers.write_series(root / cls / f"p{p}", patient=f"{cls}{p}", n=2, rows=12, cols=12,
+                                 seed=10 * c + p, extra=extra)
+    return root
+
+
+def _burned_in(tmp: Path) -> list[str]:
+    _dicom_cohort(tmp, burned={"BurnedInAnnotation": "YES"})
+    return _ingest(tmp)
+
+
+def _recognizable(tmp: Path) -> list[str]:
+    _dicom_cohort(tmp, burned={"RecognizableVisualFeatures": "YES"})
+    return _ingest(tmp)
+
+
+def _burned_in_allowed(tmp: Path) -> list[str]:
+    _dicom_cohort(tmp, burned={"BurnedInAnnotation": "YES"})
+    return _ingest(tmp, "--allow-burned-in")
+
+
+def _export_says_yes(tmp: Path) -> None:
+    import pydicom
+
+    data = tmp / "out" / "data.h5"
+    assert store.read_attrs(data)["burned_in_images"] == 2
+    result = CliRunner().invoke(app, ["export", str(data), "-o", str(tmp / "export"), "--format", "dicom", "--allow-real"])
+    assert result.exit_code == 0, result.output
+    files = list((tmp / "export").rglob("*.dcm"))
+    assert files
+    for path in files:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        assert ds.BurnedInAnnotation == "YES" and ds.PatientIdentityRemoved == "NO"
+
+
+def _label_tag(keyword: str, *extra: str):
+    def build(tmp: Path) -> list[str]:
+        _dicom_cohort(tmp, burned={})
+        return _ingest(tmp, "--label-tag", keyword, *extra)
+
+    return build
+
+
+def _names_are_classes(tmp: Path) -> None:
+    assert store.read(tmp / "out" / "data.h5").class_names == ["Doe^a0", "Doe^a1", "Doe^b0", "Doe^b1"]
+
+
+def _patient_named_reject(tmp: Path) -> list[str]:
+    _cohort(tmp)
+    (tmp / "in" / "a" / "Doe_John_1957.dcm").write_bytes(b"not an image")
+    return _ingest(tmp, "--hash-paths")
+
+
+def _no_names_in_rejects(tmp: Path) -> None:
+    text = (tmp / "out" / "data.h5.rejects.csv").read_text(encoding="utf-8")
+    assert "Doe" not in text and "John" not in text and len(text.splitlines()) == 2
+
+
+def _planted_links(tmp: Path) -> list[str]:
+    _cohort(tmp)
+    (tmp / "out").mkdir()
+    for name in ("data.h5.tmp", ".data.h5.tmp", "data.h5.rejects.csv.tmp"):
+        (tmp / "out" / name).symlink_to(tmp / "victim.txt")
+    return _ingest(tmp)
+
+
+def _existing_output(tmp: Path) -> list[str]:
+    _cohort(tmp)
+    (tmp / "out").mkdir()
+    (tmp / "out" / "data.h5").write_text("someone else's file")
+    return _ingest(tmp)
+
+
+def _not_ours(tmp: Path) -> list[str]:
+    (tmp / "fake.h5").write_text("not HDF5")
+    return ["distill", str(tmp / "fake.h5"), "-o", str(tmp / "out" / "syn.h5")]
+
+
+def _empty_folder(tmp: Path) -> list[str]:
+    (tmp / "in").mkdir()
+    return _ingest(tmp)
+
+
+ROWS: dict[str, Row] = {
+    "split-sum-not-1": Row(_split("0.9,0.9,0.9"), 2, ("--split", "sum to 1")),
+    "split-nan": Row(_split("nan,0.5,0.5"), 2, ("--split", "finite")),
+    "split-negative": Row(_split("1.2,-0.1,-0.1"), 2, ("--split", ">= 0")),
+    "size-too-large": Row(_size("100000"), 2, ("--size", "at most 2048")),
+    "size-too-small": Row(_size("2"), 2, ("--size", "at least 4")),
+    "spacing-nan": Row(_option("--spacing", "nan"), 2, ("--spacing", "positive")),
+    "workers-zero": Row(_option("--workers", "0"), 2, ("--workers",)),
+    "label-tag-identifying": Row(_label_tag("PatientName"), 2, ("PatientName", "identifying", "--allow-identifying-label-tag")),
+    "label-tag-typo": Row(_label_tag("BodyPartExamind"), 2, ("not a DICOM keyword",)),
+    "label-tag-identifying-allowed": Row(_label_tag("PatientName", "--allow-identifying-label-tag"), 0, check=_names_are_classes),
+    "burned-in-annotation": Row(_burned_in, 4, reject="BurnedInAnnotation is YES"),
+    "recognizable-features": Row(_recognizable, 4, reject="RecognizableVisualFeatures is YES"),
+    "burned-in-allowed-export-says-yes": Row(_burned_in_allowed, 0, check=_export_says_yes),
+    "nan-inf-voxels": Row(_nan_voxels, 0, check=_all_finite),
+    "all-nan-volume": Row(_all_nan, 4, reject="no finite voxel"),
+    "symlink-folder-loop": Row(_symlink_folder_loop, 4, reject="already read through another path"),
+    "symlink-file-loop": Row(_symlink_file_loop, 4, reject="symbolic link loop"),
+    "dangling-symlink": Row(_dangling_link, 4, reject="dangling symbolic link"),
+    "non-utf8-name": Row(_non_utf8_name, 4, reject="not valid UTF-8"),
+    "fifo": Row(_fifo, 4, reject="not a regular file"),
+    "symlinked-class-folder": Row(_symlinked_class_folder, 0, check=_three_classes),
+    "hash-paths-rejects": Row(_patient_named_reject, 4, reject="neither DICOM", check=_no_names_in_rejects),
+    "planted-temporary-links": Row(_planted_links, 0),
+    "existing-output": Row(_existing_output, 2, ("exists", "--overwrite")),
+    "not-a-medcondense-file": Row(_not_ours, 3, ("fake.h5",)),
+    "empty-input-folder": Row(_empty_folder, 3, ("no readable DICOM or NIfTI",)),
+}
+
+
+@pytest.mark.parametrize("name", list(ROWS))
+def test_row(name: str, tmp_path: Path) -> None:
+    row = ROWS[name]
+    victim = tmp_path / "victim.txt"
+    victim.write_text(VICTIM_TEXT)
+    args = row.build(tmp_path)
+    result = CliRunner().invoke(app, args)
+    stderr = result.stderr
+    assert result.exit_code == row.code, (args, result.output, stderr)
+    assert "Traceback" not in result.output + stderr and "a bug in medcondense" not in stderr
+    if row.code in (1, 2, 3, 130):
+        one_clean_line(stderr, *row.needles)
+    if row.reject is not None:
+        with open(tmp_path / "out" / "data.h5.rejects.csv", newline="", encoding="utf-8") as f:
+            reasons = [r["reason"] for r in csv.DictReader(f)]
+        assert any(row.reject in r for r in reasons), reasons
+    assert not leftovers(tmp_path)
+    assert victim.read_text() == VICTIM_TEXT
+    if row.check is not None:
+        row.check(tmp_path)
