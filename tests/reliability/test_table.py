@@ -269,3 +269,37 @@ def test_row(name: str, tmp_path: Path) -> None:
     assert victim.read_text() == VICTIM_TEXT
     if row.check is not None:
         row.check(tmp_path)
+
+
+def test_row_unreadable_subfolder_is_a_reject_row(tmp_path: Path) -> None:
+    """Root reads every folder, so the CLI runs without the capabilities that let it
+    (setpriv drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH); as another user, chmod 000 does it."""
+    import shutil
+    import subprocess
+
+    from rel_helpers import cli_command, cli_env
+
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv (util-linux): cannot make a folder unreadable")
+        caps = "-dac_override,-dac_read_search"
+        prefix = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}"]
+    nifti_cohort(tmp_path / "in")
+    locked = tmp_path / "in" / "b" / "locked"
+    write_nifti(locked / "hidden.nii.gz", np.ones((12, 12, 3)))
+    locked.chmod(0o000)
+    try:
+        result = subprocess.run(
+            prefix + cli_command("ingest", tmp_path / "in", "-o", tmp_path / "out" / "data.h5", "--size", "12"),
+            capture_output=True, text=True, timeout=180, env=cli_env(),
+        )
+    finally:
+        locked.chmod(0o755)
+    assert result.returncode == 4, result.stderr
+    assert "Traceback" not in result.stderr
+    with open(tmp_path / "out" / "data.h5.rejects.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["reason"] for r in rows] == ["cannot read the folder (permission denied)"]
+    assert rows[0]["path"].endswith("locked")
+    assert not leftovers(tmp_path)

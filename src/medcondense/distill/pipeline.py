@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -77,8 +78,8 @@ def check_options(config: DistillConfig) -> None:
         if value is not None:
             _check_int(name, value, low)
     for name, value in (("--lr-img", config.lr_img), ("--lr-net", config.lr_net)):
-        if value is not None and not (isinstance(value, (int, float)) and value > 0):
-            raise ConfigError(f"{name} {value!r}: expected a positive number")
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ConfigError(f"{name} {value!r}: expected a positive finite number")
 
 
 def _check_int(name: str, value: Any, low: int) -> None:
