@@ -303,3 +303,16 @@ def test_row_unreadable_subfolder_is_a_reject_row(tmp_path: Path) -> None:
     assert [r["reason"] for r in rows] == ["cannot read the folder (permission denied)"]
     assert rows[0]["path"].endswith("locked")
     assert not leftovers(tmp_path)
+
+
+def test_store_never_writes_non_finite_images(tmp_path: Path) -> None:
+    from blob_data import make_blob_set
+
+    from medcondense.errors import RuntimeFailure
+
+    image_set = make_blob_set()
+    image_set.images[3, 0, 2, 2] = np.nan
+    image_set.images[5, 0, 1, 1] = np.inf
+    with pytest.raises(RuntimeFailure, match="2 image value"):
+        store.write(tmp_path / "bad.h5", image_set)
+    assert list(tmp_path.iterdir()) == []
