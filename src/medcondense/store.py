@@ -380,11 +380,12 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
     return attrs
 
 
-def read(path: str | Path, *, validate_content: bool = True, verify_hash: bool = False) -> ImageSet:
+def read(path: str | Path, *, validate_content: bool = True, verify_hash: bool = True) -> ImageSet:
     """Load a medcondense file into memory, validating it first.
 
-    ``verify_hash`` also recomputes the content hash and compares it with the stored one (what
-    :func:`validate` does; export uses it before anything leaves the building).
+    ``verify_hash`` (default: on, so every stage checks what it reads) recomputes the content
+    hash and compares it with the stored one: altered pixels, labels or attributes are exit 3.
+    A damaged chunk (h5py cannot decompress it) is exit 3 too.
 
     Raises
     ------
@@ -395,15 +396,19 @@ def read(path: str | Path, *, validate_content: bool = True, verify_hash: bool =
         attrs = _decode_attrs(f.attrs, path)
         _check_schema(attrs, path)
         _validate_open_file(f, attrs, path)
-        images = f["images"][()].astype(np.float32, copy=False)
-        labels = f["labels"][()].astype(np.int64, copy=False)
-        split = f["split"][()].astype(np.uint8, copy=False)
-        meta = {}
-        for name, ds in f["meta"].items():
-            values = ds[()]
-            if ds.dtype.kind == "O" or h5_is_string(ds):
-                values = np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values], dtype=object)
-            meta[name] = values
+        try:
+            images = f["images"][()].astype(np.float32, copy=False)
+            labels = f["labels"][()].astype(np.int64, copy=False)
+            split = f["split"][()].astype(np.uint8, copy=False)
+            meta = {}
+            for name, ds in f["meta"].items():
+                values = ds[()]
+                if ds.dtype.kind == "O" or h5_is_string(ds):
+                    values = np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values], dtype=object)
+                meta[name] = values
+        except (OSError, RuntimeError, UnicodeDecodeError) as exc:  # h5py: a chunk that does not decompress
+            raise StoreError(f"damaged: a part of the file cannot be read ({type(exc).__name__}); "
+                             "copy it again from its source", path=path) from None
     if validate_content and images.size and not np.isfinite(images).all():
         raise StoreError("images contain NaN or Inf values", path=path)
     class_names = list(attrs.pop("class_names"))

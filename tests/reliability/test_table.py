@@ -214,6 +214,35 @@ def _not_ours(tmp: Path) -> list[str]:
     return ["distill", str(tmp / "fake.h5"), "-o", str(tmp / "out" / "syn.h5")]
 
 
+def _written_blob_set(tmp: Path) -> Path:
+    from blob_data import make_blob_set
+
+    path = tmp / "data.h5"
+    store.write(path, make_blob_set())
+    return path
+
+
+def _tampered_pixels(tmp: Path) -> list[str]:
+    import h5py
+
+    path = _written_blob_set(tmp)
+    with h5py.File(path, "a") as f:
+        f["images"][0, 0, 0, 0] = f["images"][0, 0, 0, 0] + 0.5  # one pixel, still finite
+    return ["distill", str(path), "-o", str(tmp / "out" / "syn.h5")]
+
+
+def _damaged_chunk(tmp: Path) -> list[str]:
+    import h5py
+
+    path = _written_blob_set(tmp)
+    with h5py.File(path, "r") as f:
+        info = f["images"].id.get_chunk_info(3)
+    with open(path, "r+b") as raw:
+        raw.seek(info.byte_offset + 4)
+        raw.write(bytes(range(256))[: max(8, info.size - 8)])
+    return ["distill", str(path), "-o", str(tmp / "out" / "syn.h5")]
+
+
 def _empty_folder(tmp: Path) -> list[str]:
     (tmp / "in").mkdir()
     return _ingest(tmp)
@@ -246,6 +275,8 @@ ROWS: dict[str, Row] = {
     "existing-output": Row(_existing_output, 2, ("exists", "--overwrite")),
     "not-a-medcondense-file": Row(_not_ours, 3, ("fake.h5",)),
     "empty-input-folder": Row(_empty_folder, 3, ("no readable DICOM or NIfTI",)),
+    "tampered-pixels": Row(_tampered_pixels, 3, ("data.h5", "content hash does not match")),
+    "damaged-chunk": Row(_damaged_chunk, 3, ("data.h5", "damaged")),
 }
 
 
