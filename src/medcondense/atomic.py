@@ -189,7 +189,7 @@ def _acquire(lock: Path, path: Path, wait: bool) -> int:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             os.close(fd)
-            raise ConfigError(f"another medcondense is writing {path}", hint=f"wait for it, or remove {lock} if no medcondense runs") from None
+            raise ConfigError(f"another medcondense is writing {path}", hint="wait for it to finish, or write elsewhere with -o") from None
         except BaseException:
             os.close(fd)
             raise

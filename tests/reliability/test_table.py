@@ -69,6 +69,21 @@ def _option(*option: str):
     return lambda tmp: _ingest(tmp, *option) if _cohort(tmp) else []
 
 
+def _more_than_memory(tmp: Path) -> list[str]:
+    """A NIfTI with more 2048 px slices than this machine's free memory holds (tiny on disk)."""
+    from medcondense.ingest.pipeline import available_memory
+
+    free = available_memory()
+    if free is None:
+        pytest.skip("no MemAvailable in /proc/meminfo: the memory estimate is not made here")
+    slices = free // (2048 * 2048 * 4 * 3) + 8
+    import nibabel as nib
+
+    (tmp / "in" / "a").mkdir(parents=True)
+    nib.save(nib.Nifti1Image(np.zeros((2, 2, slices), np.uint8), np.eye(4)), str(tmp / "in" / "a" / "long.nii.gz"))
+    return _ingest(tmp, "--size", "2048")
+
+
 def _symlink_folder_loop(tmp: Path) -> list[str]:
     _cohort(tmp)
     (tmp / "in" / "a" / "again").symlink_to(tmp / "in" / "a", target_is_directory=True)
@@ -254,6 +269,7 @@ ROWS: dict[str, Row] = {
     "split-negative": Row(_split("1.2,-0.1,-0.1"), 2, ("--split", ">= 0")),
     "size-too-large": Row(_size("100000"), 2, ("--size", "at most 2048")),
     "size-too-small": Row(_size("2"), 2, ("--size", "at least 4")),
+    "size-beyond-memory": Row(_more_than_memory, 2, ("--size 2048", "GB of memory", "available")),
     "spacing-nan": Row(_option("--spacing", "nan"), 2, ("--spacing", "positive")),
     "workers-zero": Row(_option("--workers", "0"), 2, ("--workers",)),
     "label-tag-identifying": Row(_label_tag("PatientName"), 2, ("PatientName", "identifying", "--allow-identifying-label-tag")),

@@ -88,19 +88,21 @@ def available_memory() -> int | None:
 
 
 def estimate_images(candidates: list[Candidate], config: IngestConfig) -> int:
-    """A quick count of the images the inputs give: one per DICOM file, the slices of each NIfTI
-    (header only; masks and --slices ignored, so it is an upper bound for NIfTI)."""
+    """A quick count of the images the inputs give: one per DICOM file, for each NIfTI its longest
+    axis (header only; masks and --slices ignored, so it is an upper bound for NIfTI)."""
     count = 0
     for c in candidates:
         if c.kind != "nifti":
             count += 1
             continue
         try:
-            shape = load_canonical(c.path).shape
+            import nibabel as nib
+
+            shape = nib.load(c.path).shape  # header only; not reoriented, so the longest axis bounds it
         except Exception:  # noqa: BLE001 - the reader reports a bad file later
             continue
         if len(shape) >= 3:
-            count += int(shape[config.axis]) * (int(shape[3]) if len(shape) > 3 and config.channels != "keep" else 1)
+            count += max(int(d) for d in shape[:3]) * (int(shape[3]) if len(shape) > 3 and config.channels != "keep" else 1)
     return count
 
 
