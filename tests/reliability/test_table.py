@@ -177,13 +177,15 @@ def _export_says_yes(tmp: Path) -> None:
 
     data = tmp / "out" / "data.h5"
     assert store.read_attrs(data)["burned_in_images"] == 2
-    result = CliRunner().invoke(app, ["export", str(data), "-o", str(tmp / "export"), "--format", "dicom", "--allow-real"])
+    result = CliRunner().invoke(app, ["export", str(data), "-o", str(tmp / "export"), "--format", "dicom,card", "--allow-real"])
     assert result.exit_code == 0, result.output
     files = list((tmp / "export").rglob("*.dcm"))
     assert files
     for path in files:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         assert ds.BurnedInAnnotation == "YES" and ds.PatientIdentityRemoved == "NO"
+    card = "\n".join(p.read_text(encoding="utf-8") for p in (tmp / "export").rglob("*.md"))
+    assert "names or faces may be visible" in card and "carries no protected health information" not in card
 
 
 def _label_tag(keyword: str, *extra: str):
