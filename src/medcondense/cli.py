@@ -125,13 +125,14 @@ def _run_stage_body(module: str, config: Any, *, as_json: bool, verbose: int) ->
             err=True,
         )
         raise typer.Exit(EXIT_RUNTIME) from None
-    if interrupts.finish() is not None:
-        log.warning("interrupted while %s was being published; it is complete, so the stage finished", output)
+    interrupts.hold()  # the work is done: a signal while printing the result changes nothing
     exit_code = int(result.pop("exit_code", 0)) if isinstance(result, dict) else 0
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
     elif hasattr(stage, "render"):
         stage.render(result, stdout_console())
+    if interrupts.finish() is not None:
+        log.warning("interrupt received after %s was complete; the stage finished (exit %d)", output or "the output", exit_code)
     raise typer.Exit(exit_code)
 
 
