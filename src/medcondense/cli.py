@@ -294,6 +294,7 @@ def evaluate(
     train_aug: Optional[str] = typer.Option(None, "--train-aug", help="none | dsa augmentation while training [default: none]."),
     baselines: Optional[str] = typer.Option(None, "--baselines", help="Comma list of random,full (cached by content hash) or none [default: random,full]."),
     test_site: Optional[str] = typer.Option(None, "--test-site", help="Test only on images of this site (cross-site evaluation)."),
+    allow_mismatch: Optional[bool] = typer.Option(None, "--allow-mismatch", help="Evaluate sets whose class names or intensity space differ from the real set's (a warning instead of exit 2)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the report JSON here."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write an accuracy-vs-IPC PNG here [default: beside -o when several sets]."),
     device: Optional[str] = DeviceOpt,
@@ -321,7 +322,7 @@ def evaluate(
         inputs=[str(p) for p in inputs], real=str(real) if real else None, models=models,
         epochs=epochs, arch=arch, train_aug=train_aug,
         baselines=_split_list(baselines.replace("none", "")) if baselines is not None else None,
-        test_site=test_site, output=str(output) if output else None,
+        test_site=test_site, allow_mismatch=allow_mismatch, output=str(output) if output else None,
         plot=str(plot) if plot else None, device=device, seed=seed, overwrite=overwrite,
     ))
     if cfg.real is None:
@@ -340,6 +341,7 @@ def score(
     ssim_threshold: Optional[float] = typer.Option(None, "--ssim-threshold", help="Near-copy if SSIM to a real training image >= this [default: 0.95]."),
     cosine_threshold: Optional[float] = typer.Option(None, "--cosine-threshold", help="Near-copy if embedding cosine >= this [default: 0.98]."),
     fail_on_copies: Optional[bool] = typer.Option(None, "--fail-on-copies/--no-fail-on-copies", help="Exit 5 when near-copies are found (for pipelines that must not share them)."),
+    allow_mismatch: Optional[bool] = typer.Option(None, "--allow-mismatch", help="Score a set made from another real set, or in another class naming or intensity space (a warning instead of exit 2; the privacy audit then compares with a set the images did not come from)."),
     pairs_dir: Optional[Path] = typer.Option(None, "--pairs-dir", help="Save each flagged synthetic/real pair as a PNG here."),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="Predictor calibration JSON [default: the shipped one]."),
     calibrate: Optional[List[Path]] = typer.Option(None, "--calibrate", help="Refit the predictor from these benchmark result JSONs and write it to -o."),
@@ -367,7 +369,7 @@ def score(
         ScoreConfig, **_common(config, sets),
         data=str(data) if data else None, syn=str(syn) if syn else None,
         ipc=_split_list(ipc), repeats=repeats, epochs=epochs, ssim_threshold=ssim_threshold,
-        cosine_threshold=cosine_threshold, fail_on_copies=fail_on_copies,
+        cosine_threshold=cosine_threshold, fail_on_copies=fail_on_copies, allow_mismatch=allow_mismatch,
         pairs_dir=str(pairs_dir) if pairs_dir else None,
         calibration=str(calibration) if calibration else None,
         calibrate=[str(p) for p in calibrate] if calibrate else None,

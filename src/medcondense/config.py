@@ -100,6 +100,7 @@ class EvaluateConfig:
     seed: int = 0
     output: str | None = None
     plot: str | None = None
+    allow_mismatch: bool = False
     overwrite: bool = False
 
 
@@ -125,6 +126,7 @@ class ScoreConfig:
     embed_nets: int = 3
     max_per_class: int = 500
     ssim_topk: int = 8
+    allow_mismatch: bool = False
 
 
 @dataclass

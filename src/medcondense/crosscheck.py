@@ -76,16 +76,21 @@ def check_against_real(
 ) -> list[str]:
     """Raise DataMismatchError (exit 2) unless ``other`` fits ``real``; return the warnings.
 
-    Both are :class:`medcondense.store.ImageSet`. Checked: class names (and order), image shape
-    (C, H, W), intensity space (normalization and its statistics) and, as a warning unless
-    ``source_must_match``, whether ``other`` was made from ``real``.
+    Both are :class:`medcondense.store.ImageSet`. Checked: image shape (C, H, W) and the number
+    of classes (never overridable), class names and their order, the intensity space
+    (normalization and its statistics) and, as a warning unless ``source_must_match``, whether
+    ``other`` was made from ``real`` (these four give way to ``allow_mismatch``).
     """
     other_name, real_name = Path(other_path).name, Path(real_path).name
     problems: list[str] = []
-    if list(other.class_names) != list(real.class_names):
-        problems.append(f"class names {list(other.class_names)} in {other_name} vs {list(real.class_names)} in {real_name}")
+    hard: list[str] = []  # no flag makes these usable together
     if tuple(other.image_shape) != tuple(real.image_shape):
-        problems.append(f"image shape (C, H, W) {tuple(other.image_shape)} in {other_name} vs {tuple(real.image_shape)} in {real_name}")
+        hard.append(f"image shape (C, H, W) {tuple(other.image_shape)} in {other_name} vs {tuple(real.image_shape)} in {real_name}")
+    if list(other.class_names) != list(real.class_names):
+        text = f"class names {list(other.class_names)} in {other_name} vs {list(real.class_names)} in {real_name}"
+        (hard if len(other.class_names) != len(real.class_names) else problems).append(text)
+    if hard:
+        raise DataMismatchError("; ".join(hard), path=other_path)
     intensity = intensity_difference(real.attrs, other.attrs)
     if intensity:
         problems.append(f"intensity space: {intensity[0]} in {other_name} vs {intensity[1]} in {real_name}")

@@ -260,6 +260,36 @@ def _damaged_chunk(tmp: Path) -> list[str]:
     return ["distill", str(path), "-o", str(tmp / "out" / "syn.h5")]
 
 
+def _real_and_syn(tmp: Path, **syn_attrs) -> tuple[Path, Path]:
+    """A real blob set and a synthetic set of the same shape (its images: a few real ones)."""
+    import dataclasses
+
+    from blob_data import make_blob_set
+
+    real = make_blob_set()
+    real_path = tmp / "data.h5"
+    digest = store.write(real_path, real)
+    keep = np.concatenate([np.flatnonzero(real.labels == k)[:2] for k in range(len(real.class_names))])
+    syn = dataclasses.replace(
+        real.select(np.isin(np.arange(real.n), keep)), kind="synthetic", meta={},
+        attrs={**real.attrs, "method": "dm", "ipc": 2, "source_hash": digest, **syn_attrs},
+    )
+    syn = dataclasses.replace(syn, split=np.zeros(syn.n, np.uint8))
+    syn_path = tmp / "syn.h5"
+    store.write(syn_path, syn)
+    return real_path, syn_path
+
+
+def _evaluate_other_intensity(tmp: Path) -> list[str]:
+    real_path, syn_path = _real_and_syn(tmp, normalization={"method": "zscore", "params": {"mean": 3.0, "std": 9.0}})
+    return ["evaluate", str(syn_path), "--real", str(real_path), "-o", str(tmp / "out" / "report.json")]
+
+
+def _score_other_source(tmp: Path) -> list[str]:
+    real_path, syn_path = _real_and_syn(tmp, source_hash="0" * 64)
+    return ["score", str(real_path), str(syn_path), "-o", str(tmp / "out" / "score.json")]
+
+
 def _empty_folder(tmp: Path) -> list[str]:
     (tmp / "in").mkdir()
     return _ingest(tmp)
@@ -293,6 +323,8 @@ ROWS: dict[str, Row] = {
     "existing-output": Row(_existing_output, 2, ("exists", "--overwrite")),
     "not-a-medcondense-file": Row(_not_ours, 3, ("fake.h5",)),
     "empty-input-folder": Row(_empty_folder, 3, ("no readable DICOM or NIfTI",)),
+    "evaluate-other-intensity-space": Row(_evaluate_other_intensity, 2, ("syn.h5", "intensity space", "'window' in data.h5", "--allow-mismatch")),
+    "score-other-source": Row(_score_other_source, 2, ("syn.h5", "made from another set than data.h5", "--allow-mismatch")),
     "tampered-pixels": Row(_tampered_pixels, 3, ("data.h5", "content hash does not match")),
     "damaged-chunk": Row(_damaged_chunk, 3, ("data.h5", "damaged")),
 }

@@ -44,8 +44,9 @@ def _check_config(config: EvaluateConfig) -> None:
     unknown = [b for b in config.baselines if b not in BASELINES]
     if unknown:
         raise ConfigError(f"--baselines {','.join(unknown)}: expected a comma list of {', '.join(BASELINES)} or none")
-    if config.batch_size < 1 or config.full_steps < 1 or config.lr <= 0:
-        raise ConfigError("batch_size and full_steps must be at least 1 and lr positive")
+    if config.batch_size < 1 or config.full_steps < 1 or not (math.isfinite(config.lr) and config.lr > 0):
+        raise ConfigError(f"batch_size and full_steps must be at least 1 and lr a positive finite number, "
+                          f"got {config.batch_size}, {config.full_steps}, {config.lr}")
 
 
 def _metrics_block(summary: dict[str, Any]) -> dict[str, Any]:
@@ -86,7 +87,7 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
     started = time.time()
     _check_config(config)
     real = load_real(config.real, config.test_site)
-    inputs = [load_input(p, real) for p in config.inputs]
+    inputs = [load_input(p, real, allow_mismatch=config.allow_mismatch) for p in config.inputs]
     run_key = _run_key(config, real, inputs)
     if config.output:  # without -o nothing is written, so there is nothing to skip
         runkey.skip_if_done(config.output, run_key, config.overwrite, runkey.json_record)

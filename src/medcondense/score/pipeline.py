@@ -47,10 +47,11 @@ def _check_options(config: ScoreConfig) -> None:
         raise ConfigError(f"--cosine-threshold must lie in [-1, 1], got {config.cosine_threshold}")
 
 
-def _read_syn(path: str, real: store.ImageSet) -> store.ImageSet:
+def _read_syn(path: str, real: store.ImageSet, real_path: str, allow_mismatch: bool = False) -> store.ImageSet:
     syn = store.read(path)
     store.require_kind(syn, ("synthetic", "subset"), path, "expected a distilled (synthetic) or subset file as the second file")
-    check_matches_real(syn, real, path)
+    # the privacy audit compares the images with their own source: another source is an error here
+    check_matches_real(syn, real, path, real_path=real_path, allow_mismatch=allow_mismatch, source_must_match=True)
     if syn.n == 0:
         raise NoUsableInputError("holds no images", path=path)
     return syn
@@ -187,7 +188,7 @@ def run(config: ScoreConfig) -> dict:
     calibration, calibration_path = predictor.load_calibration(config.calibration)
     judge = load_real(config.data)  # kind real, train and test splits, standardized tensors
     real = judge.image_set
-    syn = _read_syn(config.syn, real) if config.syn else None
+    syn = _read_syn(config.syn, real, config.data, config.allow_mismatch) if config.syn else None
     device = resolve_device(config.device)
     seed_everything(config.seed)
     log.info("scoring %s on %s", config.data, describe_device(device))
