@@ -63,7 +63,7 @@ def measure_mtt(mode: str, syn_steps: int, iterations: int, device_name: str) ->
     lr = torch.tensor(0.01, device=syn.device)
     generator = torch.Generator().manual_seed(1)
     times = []
-    for i in range(iterations + 1):
+    for i in range(max(1, iterations + (iterations > 0))):
         steps = sample_steps(syn.shape[0], syn_steps, syn.shape[0], OPS, generator, syn.device)
         t0 = time.perf_counter()
         if mode == "walk":
@@ -77,7 +77,7 @@ def measure_mtt(mode: str, syn_steps: int, iterations: int, device_name: str) ->
             value = float(loss.detach())
             del loss, s, l
         _sync(syn.device)
-        if i > 0:  # the first iteration warms up allocators and kernels
+        if i > 0 or iterations == 0:  # the first iteration warms up allocators and kernels
             times.append(time.perf_counter() - t0)
     return {"cell": mode, "syn_steps": syn_steps, "seconds_per_iteration": sum(times) / len(times),
             "loss": value, "parameters": num_params, **_peak(syn.device)}
@@ -157,7 +157,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--syn-steps", type=int, nargs="+", default=[10, 20, 40])
     parser.add_argument("--full-steps", type=int, nargs="*", default=[10, 20])
-    parser.add_argument("--iterations", type=int, default=1)
+    parser.add_argument("--iterations", type=int, default=1, help="timed iterations after a warm-up one (0: time the first, no warm-up)")
     parser.add_argument("--expert-images", type=int, default=2560, help="0: no expert cell")
     parser.add_argument("--expert-epochs", type=int, default=1)
     parser.add_argument("--amp", default="off", choices=["off", "bf16"])

@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medcondense.distill.base import Method
+
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -328,13 +330,7 @@ def resolve_settings(config: Any, ipc: int) -> dict[str, Any]:
     return extra
 
 
-def _method_base() -> type:
-    from medcondense.distill.base import Method
-
-    return Method
-
-
-class MTTMethod(_method_base()):  # type: ignore[misc]
+class MTTMethod(Method):
     """Matching Training Trajectories on the engine (``--method mtt``).
 
     Uses no real batches (the experts carry the real data); writes the images' gradients itself
