@@ -270,11 +270,11 @@ def parts_folder(path: Path) -> Path:
     return path.with_name(path.name + PARTS_SUFFIX)
 
 
-def _part_path(path: Path, expert: int) -> Path:
+def part_path(path: Path, expert: int) -> Path:
     return parts_folder(path) / f"expert_{expert:05d}.h5"
 
 
-def _write_part(part: Path, key: str, trajectory: np.ndarray, loss: np.ndarray, accuracy: np.ndarray) -> None:
+def write_part(part: Path, key: str, trajectory: np.ndarray, loss: np.ndarray, accuracy: np.ndarray) -> None:
     import h5py
 
     with atomic_path(part) as tmp:
@@ -322,7 +322,7 @@ def build_experts(
     started = time.time()
     done = 0
     for e in range(settings.num_experts):
-        part = _part_path(path, e)
+        part = part_path(path, e)
         if _read_part(part, key, settings.train_epochs) is not None:
             done += 1
             if progress is not None:
@@ -330,7 +330,7 @@ def build_experts(
             continue
         t0 = time.time()
         trajectory, loss, accuracy = train_expert(images, labels, num_classes, settings, e)
-        _write_part(part, key, trajectory, loss, accuracy)
+        write_part(part, key, trajectory, loss, accuracy)
         log.info("expert %d/%d: %d epochs in %.1f s, final train accuracy %.3f",
                  e + 1, settings.num_experts, settings.train_epochs, time.time() - t0, float(accuracy[-1]) if len(accuracy) else float("nan"))
         if progress is not None:
@@ -340,12 +340,12 @@ def build_experts(
             hooks.after_expert(e)
     if done:
         log.info("resumed the expert build: %d of %d experts were already trained", done, settings.num_experts)
-    _assemble(path, key, settings, source_hash, class_names, names, shapes, images, started)
+    assemble(path, key, settings, source_hash, class_names, names, shapes, images, started)
     shutil.rmtree(parts_folder(path), ignore_errors=True)
     return path
 
 
-def _assemble(
+def assemble(
     path: Path, key: str, settings: ExpertSettings, source_hash: str, class_names: list[str],
     names: list[str], shapes: list[list[int]], images: torch.Tensor, started: float,
 ) -> None:
@@ -363,9 +363,9 @@ def _assemble(
             loss_ds = f.create_dataset("train_loss", shape=(e_count, epochs), dtype="float32", track_times=False)
             acc_ds = f.create_dataset("train_accuracy", shape=(e_count, epochs), dtype="float32", track_times=False)
             for e in range(e_count):
-                part = _read_part(_part_path(path, e), key, epochs)
+                part = _read_part(part_path(path, e), key, epochs)
                 if part is None:
-                    raise StoreError(f"expert {e} vanished while assembling; rerun to rebuild it", path=_part_path(path, e))
+                    raise StoreError(f"expert {e} vanished while assembling; rerun to rebuild it", path=part_path(path, e))
                 traj[e] = part[0]
                 loss_ds[e] = part[1]
                 acc_ds[e] = part[2]
