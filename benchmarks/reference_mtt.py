@@ -24,7 +24,8 @@ Getting the reference (once)
     sed -i 's/^from scipy.ndimage.interpolation import/from scipy.ndimage import/' utils.py
 
 ``utils.py`` imports torchvision and kornia (data loading and ZCA only); this script installs
-stand-ins that raise if anything touches them. ZCA is off (medcondense does not whiten).
+stand-ins (torchvision's raise if anything touches them; kornia's and tqdm's only when they are
+not installed). ZCA is off (medcondense does not whiten).
 
 Running
 -------
@@ -59,13 +60,18 @@ REF_COMMIT = "50dccea47ba48b9cfb3b9c59375d7da92e4e603b"
 STRATEGY = "color_crop_cutout_flip_scale_rotate"
 
 
-def _install_kornia_stand_in() -> None:
-    """utils.py imports kornia for ZCA only; without ZCA a stand-in module is enough."""
-    if "kornia" not in sys.modules:
-        try:
-            import kornia  # noqa: F401
-        except ImportError:
-            sys.modules["kornia"] = types.ModuleType("kornia")
+def _install_kornia_and_tqdm_stand_ins() -> None:
+    """utils.py imports kornia (ZCA only; off here) and tqdm (progress bars): stand-ins when missing."""
+    try:
+        import kornia  # noqa: F401
+    except ImportError:
+        sys.modules["kornia"] = types.ModuleType("kornia")
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        stand_in = types.ModuleType("tqdm")
+        stand_in.tqdm = lambda iterable=None, *args, **kwargs: iterable  # no progress bar
+        sys.modules["tqdm"] = stand_in
 
 
 def _import_reference(ref_dir: Path):
@@ -74,7 +80,7 @@ def _import_reference(ref_dir: Path):
     if not (ref_dir / "distill.py").is_file() or not (ref_dir / "reparam_module.py").is_file():
         sys.exit(f"no mtt-distillation checkout at {ref_dir} (see the docstring of benchmarks/reference_mtt.py)")
     _install_torchvision_stand_in()
-    _install_kornia_stand_in()
+    _install_kornia_and_tqdm_stand_ins()
     sys.path.insert(0, str(ref_dir))
     import reparam_module  # noqa: E402
     import utils as ref  # noqa: E402
