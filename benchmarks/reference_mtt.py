@@ -65,11 +65,18 @@ def _install_kornia_and_tqdm_stand_ins() -> None:
     try:
         import kornia  # noqa: F401
     except ImportError:
-        sys.modules["kornia"] = types.ModuleType("kornia")
+        import importlib.machinery
+
+        kornia_stand_in = types.ModuleType("kornia")
+        kornia_stand_in.__spec__ = importlib.machinery.ModuleSpec("kornia", None)
+        sys.modules["kornia"] = kornia_stand_in
     try:
         import tqdm  # noqa: F401
     except ImportError:
+        import importlib.machinery
+
         stand_in = types.ModuleType("tqdm")
+        stand_in.__spec__ = importlib.machinery.ModuleSpec("tqdm", None)  # torch._dynamo probes specs
         stand_in.tqdm = lambda iterable=None, *args, **kwargs: iterable  # no progress bar
         sys.modules["tqdm"] = stand_in
 
