@@ -77,6 +77,18 @@ class DistillConfig:
     checkpoint_every: int = 50
     resume: bool = False
     overwrite: bool = False
+    # MTT (--method mtt) only; None: from --preset and the per-IPC table (docs/distill.md)
+    syn_steps: int | None = None
+    expert_epochs: int | None = None
+    max_start_epoch: int | None = None
+    lr_lr: float | None = None
+    lr_teacher: float | None = None
+    batch_syn: int | None = None  # None: all synthetic images in every student step
+    num_experts: int | None = None
+    train_epochs: int | None = None
+    experts: str | None = None  # an expert trajectory file; None: <input>.experts/<key>.h5, built when absent
+    experts_only: bool = False
+    unroll: str | None = None  # walk (default) | full
 
 
 @dataclass
