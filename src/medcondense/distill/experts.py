@@ -220,7 +220,7 @@ def train_expert(
     Returns ``(trajectory [epochs + 1, P] float32, loss [epochs], accuracy [epochs])``.
     """
     from medcondense.distill.accelerate import autocast
-    from medcondense.distill.augment import apply_aug, sample_params
+    from medcondense.augment import apply_aug, sample_params
     from medcondense.nets import build_net
 
     device = images.device

@@ -114,7 +114,7 @@ def sample_steps(
     chunk. Augmentation is the reference's DSA with ``seed=-1``: one op per step, one draw per
     image. All draws come from ``generator`` (so a resumed run draws the same).
     """
-    from medcondense.distill.augment import sample_params
+    from medcondense.augment import sample_params
 
     steps: list[StudentStep] = []
     chunks: list[torch.Tensor] = []
@@ -132,7 +132,7 @@ def _step_inputs(syn: torch.Tensor, labels: torch.Tensor, step: StudentStep) -> 
     idx = step.indices.to(syn.device)
     x = syn[idx]
     if step.aug is not None:
-        from medcondense.distill.augment import apply_aug
+        from medcondense.augment import apply_aug
 
         x = apply_aug(x, step.aug)
     return x, labels[idx]
@@ -311,6 +311,19 @@ def resolve_settings(config: Any, ipc: int) -> dict[str, Any]:
         "batch_train": 256,
         "table_row": "medmnist" if preset == "medmnist" else f"ipc{min(IPC_TABLE, key=lambda k: (abs(k - ipc), k))}",
     }
+    experts_file = getattr(config, "experts", None)
+    if experts_file:
+        # A given expert file decides the expert settings; its key goes into the run key.
+        from medcondense.distill.experts import read_experts_attrs
+
+        attrs = read_experts_attrs(experts_file)
+        stored = attrs.get("settings") or {}
+        for name in ("num_experts", "train_epochs"):
+            asked = getattr(config, name, None)
+            if asked is not None and asked != stored.get(name):
+                raise ConfigError(f"--{name.replace('_', '-')} {asked} differs from the given experts' {stored.get(name)}", path=experts_file)
+            extra[name] = stored.get(name)
+        extra["experts_key"] = attrs.get("key")
     for name, low in (("syn_steps", 0), ("expert_epochs", 1), ("max_start_epoch", 1), ("num_experts", 1), ("train_epochs", 1)):
         value = extra[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -346,6 +359,7 @@ class MTTMethod(Method):
     uses_augmentation = True
     uses_real_batches = False
     writes_own_gradients = True
+    loss_per_class = False
 
     def __init__(self, hp: Any, spec: Any, device: torch.device):
         super().__init__(hp, spec, device)
@@ -401,6 +415,60 @@ class MTTMethod(Method):
         return None if self.syn_lr is None else float(self.syn_lr.detach())
 
     # -- experts --------------------------------------------------------------------------
+    def expert_settings(self) -> Any:
+        """The expert settings this run asks for (what keys the cached file)."""
+        from medcondense.distill.experts import ExpertSettings
+
+        s = self.settings
+        return ExpertSettings(num_experts=s["num_experts"], train_epochs=s["train_epochs"], lr_teacher=s["lr_teacher"],
+                              batch_train=s["batch_train"], aug=tuple(self.hp.aug), net=dict(self.hp.net),
+                              seed=self.hp.seed, amp=self.hp.amp)
+
+    def prepare(self, context: Any) -> dict[str, Any]:
+        """Open ``--experts PATH``, or the cached experts of this input and settings, or build them."""
+        import logging
+        from pathlib import Path
+
+        from medcondense.distill.experts import build_experts, default_experts_path, experts_key, open_experts
+
+        log = logging.getLogger(__name__)
+        names, shapes = list(self.layout.names), [list(s) for s in self.layout.shapes]
+        given = getattr(context.config, "experts", None)
+        built = False
+        if given:
+            path = Path(given)
+            experts = open_experts(path, source_hash=context.source_hash, parameter_names=names, parameter_shapes=shapes)
+            log.info("using the expert trajectories %s (%d experts x %d epochs)", path, experts.num_experts, experts.num_epochs)
+        else:
+            settings = self.expert_settings()
+            key = experts_key(context.source_hash, settings)
+            path = default_experts_path(context.input, key, context.output)
+            if not path.exists():
+                log.info("training %d expert(s) for %d epochs into %s", settings.num_experts, settings.train_epochs, path)
+                total = settings.num_experts
+                if context.progress is not None:
+                    with context.progress("mtt experts", total) as bar:
+                        build_experts(path, context.images, context.labels, self.spec.num_classes, settings, key=key,
+                                      source_hash=context.source_hash, class_names=context.class_names, progress=bar)
+                else:
+                    build_experts(path, context.images, context.labels, self.spec.num_classes, settings, key=key,
+                                  source_hash=context.source_hash, class_names=context.class_names)
+                built = True
+            else:
+                log.info("reusing the expert trajectories %s", path)
+            experts = open_experts(path, source_hash=context.source_hash, parameter_names=names, parameter_shapes=shapes)
+            if experts.attrs.get("key") != key:
+                from medcondense.errors import ConfigError
+
+                raise ConfigError("an expert file of other settings holds this file name; move it away", path=path)
+        self.attach_experts(experts)
+        loss, accuracy = experts.curves()
+        return {"experts": {
+            "path": str(path), "key": self.experts_key, "built": built, "num_experts": experts.num_experts,
+            "train_epochs": experts.num_epochs,
+            "final_train_accuracy": round(float(accuracy[:, -1].mean()), 4) if accuracy.size else None,
+        }}
+
     def attach_experts(self, experts: Any) -> None:
         """Use these expert trajectories (checked against this run's network and window)."""
         from medcondense.errors import ConfigError
