@@ -283,7 +283,8 @@ def evaluate(
     models: Optional[int] = typer.Option(None, "--models", help="Fresh networks trained per set [default: 5; reference: 20]."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs [default: 300, or 1000 with --train-aug dsa]."),
     arch: Optional[str] = typer.Option(None, "--arch", help="convnet | resnet18 | mlp [default: convnet]."),
-    train_aug: Optional[str] = typer.Option(None, "--train-aug", help="none | dsa augmentation while training [default: none]."),
+    train_aug: Optional[str] = typer.Option(None, "--train-aug", help="none | dsa augmentation while training [default: none; an MTT set trains with dsa]."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="SGD learning rate of the trained nets [default: 0.01; an MTT set trains at its learned_lr]."),
     baselines: Optional[str] = typer.Option(None, "--baselines", help="Comma list of random,full (cached by content hash) or none [default: random,full]."),
     test_site: Optional[str] = typer.Option(None, "--test-site", help="Test only on images of this site (cross-site evaluation)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the report JSON here."),
@@ -311,7 +312,7 @@ def evaluate(
     cfg = _config_or_exit(lambda: build_config(
         EvaluateConfig, **_common(config, sets),
         inputs=[str(p) for p in inputs], real=str(real) if real else None, models=models,
-        epochs=epochs, arch=arch, train_aug=train_aug,
+        epochs=epochs, arch=arch, train_aug=train_aug, lr=lr,
         baselines=_split_list(baselines.replace("none", "")) if baselines is not None else None,
         test_site=test_site, output=str(output) if output else None,
         plot=str(plot) if plot else None, device=device, seed=seed, overwrite=overwrite,

@@ -100,10 +100,10 @@ class EvaluateConfig:
     models: int = 5
     epochs: int | None = None
     arch: str = "convnet"
-    train_aug: str = "none"
+    train_aug: str | None = None  # None: "none", but an MTT set (learned_lr) trains with "dsa"
     baselines: list[str] = field(default_factory=lambda: ["random", "full"])
     test_site: str | None = None
-    lr: float = 0.01
+    lr: float | None = None  # None: 0.01, but an MTT set trains at its learned_lr
     batch_size: int = 256
     full_steps: int = 1000  # SGD-step budget of the full-train-split baseline (see docs/evaluate.md)
     device: str = "auto"

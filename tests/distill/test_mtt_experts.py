@@ -128,3 +128,15 @@ def test_default_path_beside_input_or_output(tmp_path):
             assert default_experts_path(data, "ab" * 32, out).parent == out.parent / "data.h5.experts"
     finally:
         data.parent.chmod(0o755)
+
+
+def test_export_cli_refuses_an_expert_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from medcondense.cli import app
+
+    path = _build(tmp_path / "e.h5", _settings(num_experts=1, train_epochs=1))
+    result = CliRunner().invoke(app, ["export", str(path), "--format", "png", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 3, result.output
+    assert "expert trajectory file" in result.output
+    assert not (tmp_path / "out").exists()
