@@ -11,7 +11,8 @@ STAMP  := $(VENV)/.installed
 
 DEMO_DIR  ?= demo
 # Demo-sized budgets (a few minutes on 2 CPU cores); examples/pipeline/run_pipeline.sh documents
-# every knob, e.g. `make demo DEMO_ENV="METHOD=dsa IPC=1"` or PRESET=paper on a GPU.
+# every knob, e.g. `make demo DEMO_ENV="METHOD=dsa IPC=1"`, `make demo DEMO_ENV="METHOD=mtt"` (MTT quick
+# preset, experts included) or PRESET=paper on a GPU.
 DEMO_ENV  ?= ITERATIONS=60 MODELS=1 EPOCHS=30 FULL_STEPS=60
 
 .PHONY: install demo test bench bench-table clean

@@ -231,8 +231,8 @@ def distill(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output HDF5 [default: syn_<method>_ipc<N>.h5 beside the input]."),
     method: Optional[str] = typer.Option(None, "--method", help=_method_help()),
     ipc: Optional[int] = typer.Option(None, "--ipc", help="Images per class, e.g. 1, 10, 50 [default: 10]."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="quick (minutes on a CPU) | paper (the reference iteration counts) [default: quick]."),
-    iterations: Optional[int] = typer.Option(None, "--iterations", help="Outer iterations [default: from --preset: quick DC/DSA 10, DM 200; paper DC/DSA 1000, DM 20000]."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="quick (minutes on a CPU) | paper (the reference iteration counts) | medmnist (MTT only: the seed study's PathMNIST values) [default: quick]."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="Outer iterations [default: from --preset: quick DC/DSA 10, DM 200, MTT 10; paper DC/DSA 1000, DM 20000, MTT 5000]."),
     outer_loop: Optional[int] = typer.Option(None, "--outer-loop", help="DC/DSA outer loop [default: by IPC, from the reference table]."),
     inner_loop: Optional[int] = typer.Option(None, "--inner-loop", help="DC/DSA inner loop [default: by IPC, from the reference table]."),
     lr_img: Optional[float] = typer.Option(None, "--lr-img", help="Learning rate of the synthetic images [default: 0.1 for DC/DSA, 1.0 for DM]."),
@@ -245,6 +245,17 @@ def distill(
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Save a checkpoint every K iterations [default: 50]."),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue bit-for-bit from <output>.ckpt of the same run (same input and options). Ctrl-C saves one."),
     deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic", help="Ask torch for deterministic kernels (slower on GPU)."),
+    syn_steps: Optional[int] = typer.Option(None, "--syn-steps", help="MTT: student SGD steps on the synthetic images per iteration [default: by IPC from the author's table (1: 50, 10: 30, 50: 30); quick 5; medmnist 20].", rich_help_panel="MTT"),
+    expert_epochs: Optional[int] = typer.Option(None, "--expert-epochs", help="MTT: the target is the expert this many epochs after the start [default: by IPC (2); medmnist 3].", rich_help_panel="MTT"),
+    max_start_epoch: Optional[int] = typer.Option(None, "--max-start-epoch", help="MTT: start epochs are drawn below this [default: by IPC (1: 2, 10: 20, 50: 40); quick 5; medmnist 20].", rich_help_panel="MTT"),
+    lr_lr: Optional[float] = typer.Option(None, "--lr-lr", help="MTT: learning rate of the learnable step size (SGD, momentum 0.5) [default: by IPC (1: 1e-7, 10/50: 1e-5); medmnist 1e-6].", rich_help_panel="MTT"),
+    lr_teacher: Optional[float] = typer.Option(None, "--lr-teacher", help="MTT: the experts' SGD learning rate and the step size's start [default: 0.01].", rich_help_panel="MTT"),
+    batch_syn: Optional[int] = typer.Option(None, "--batch-syn", help="MTT: synthetic images per student step [default: all].", rich_help_panel="MTT"),
+    num_experts: Optional[int] = typer.Option(None, "--num-experts", help="MTT: expert networks to train [default: quick 3; paper/medmnist 100].", rich_help_panel="MTT"),
+    train_epochs: Optional[int] = typer.Option(None, "--train-epochs", help="MTT: epochs per expert [default: quick 8; paper/medmnist 50].", rich_help_panel="MTT"),
+    experts: Optional[Path] = typer.Option(None, "--experts", help="MTT: use this expert trajectory file (from --experts-only, same input) [default: <input>.experts/<key>.h5, trained when absent].", rich_help_panel="MTT"),
+    experts_only: Optional[bool] = typer.Option(None, "--experts-only", help="MTT: train (or find) the expert trajectories and stop; distil later, elsewhere, with --experts.", rich_help_panel="MTT"),
+    unroll: Optional[str] = typer.Option(None, "--unroll", help="MTT: walk (the exact gradient, one student step's graph at a time: memory flat in --syn-steps) | full (every step's graph at once, as the reference) [default: walk].", rich_help_panel="MTT"),
     device: Optional[str] = DeviceOpt,
     seed: Optional[int] = SeedOpt,
     overwrite: Optional[bool] = OverwriteOpt,
@@ -264,6 +275,8 @@ def distill(
       medcondense distill data.h5 --method dm --ipc 50 --preset paper --device cuda -o syn.h5
 
       medcondense distill data.h5 --method herding --ipc 10
+
+      medcondense distill data.h5 --method mtt --ipc 1 --preset medmnist   # experts built and cached first
     """
     from medcondense.config import default_data_path, default_syn_name
 
@@ -274,6 +287,9 @@ def distill(
         inner_loop=inner_loop, lr_img=lr_img, batch_real=batch_real, init=init,
         aug=_split_list(aug), batch_classes=batch_classes, amp=amp, compile=compile_,
         checkpoint_every=checkpoint_every, resume=resume, deterministic=deterministic,
+        syn_steps=syn_steps, expert_epochs=expert_epochs, max_start_epoch=max_start_epoch, lr_lr=lr_lr,
+        lr_teacher=lr_teacher, batch_syn=batch_syn, num_experts=num_experts, train_epochs=train_epochs,
+        experts=str(experts) if experts else None, experts_only=experts_only, unroll=unroll,
         device=device, seed=seed, overwrite=overwrite,
     ))
     if cfg.input is None:
@@ -291,7 +307,8 @@ def evaluate(
     models: Optional[int] = typer.Option(None, "--models", help="Fresh networks trained per set [default: 5; reference: 20]."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs [default: 300, or 1000 with --train-aug dsa]."),
     arch: Optional[str] = typer.Option(None, "--arch", help="convnet | resnet18 | mlp [default: convnet]."),
-    train_aug: Optional[str] = typer.Option(None, "--train-aug", help="none | dsa augmentation while training [default: none]."),
+    train_aug: Optional[str] = typer.Option(None, "--train-aug", help="none | dsa augmentation while training [default: none; an MTT set trains with dsa]."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="SGD learning rate of the trained nets [default: 0.01; an MTT set trains at its learned_lr]."),
     baselines: Optional[str] = typer.Option(None, "--baselines", help="Comma list of random,full (cached by content hash) or none [default: random,full]."),
     test_site: Optional[str] = typer.Option(None, "--test-site", help="Test only on images of this site (cross-site evaluation)."),
     allow_mismatch: Optional[bool] = typer.Option(None, "--allow-mismatch", help="Evaluate sets whose class names or intensity space differ from the real set's (a warning instead of exit 2)."),
@@ -320,7 +337,7 @@ def evaluate(
     cfg = _config_or_exit(lambda: build_config(
         EvaluateConfig, **_common(config, sets),
         inputs=[str(p) for p in inputs], real=str(real) if real else None, models=models,
-        epochs=epochs, arch=arch, train_aug=train_aug,
+        epochs=epochs, arch=arch, train_aug=train_aug, lr=lr,
         baselines=_split_list(baselines.replace("none", "")) if baselines is not None else None,
         test_site=test_site, allow_mismatch=allow_mismatch, output=str(output) if output else None,
         plot=str(plot) if plot else None, device=device, seed=seed, overwrite=overwrite,

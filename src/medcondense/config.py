@@ -79,6 +79,18 @@ class DistillConfig:
     checkpoint_every: int = 50
     resume: bool = False
     overwrite: bool = False
+    # MTT (--method mtt) only; None: from --preset and the per-IPC table (docs/distill.md)
+    syn_steps: int | None = None
+    expert_epochs: int | None = None
+    max_start_epoch: int | None = None
+    lr_lr: float | None = None
+    lr_teacher: float | None = None
+    batch_syn: int | None = None  # None: all synthetic images in every student step
+    num_experts: int | None = None
+    train_epochs: int | None = None
+    experts: str | None = None  # an expert trajectory file; None: <input>.experts/<key>.h5, built when absent
+    experts_only: bool = False
+    unroll: str | None = None  # walk (default) | full
 
 
 @dataclass
@@ -90,10 +102,10 @@ class EvaluateConfig:
     models: int = 5
     epochs: int | None = None
     arch: str = "convnet"
-    train_aug: str = "none"
+    train_aug: str | None = None  # None: "none", but an MTT set (learned_lr) trains with "dsa"
     baselines: list[str] = field(default_factory=lambda: ["random", "full"])
     test_site: str | None = None
-    lr: float = 0.01
+    lr: float | None = None  # None: 0.01, but an MTT set trains at its learned_lr
     batch_size: int = 256
     full_steps: int = 1000  # SGD-step budget of the full-train-split baseline (see docs/evaluate.md)
     device: str = "auto"

@@ -32,6 +32,8 @@ from medcondense.errors import ConfigError, RuntimeFailure, StoreError
 SCHEMA_NAME = "medcondense"
 SCHEMA_VERSION = 1
 SCHEMA = f"{SCHEMA_NAME}/{SCHEMA_VERSION}"
+#: expert trajectories for MTT (distill/experts.py): networks trained on real data, never an image set
+EXPERTS_SCHEMA = "medcondense-experts/1"
 KINDS = ("real", "synthetic", "subset")
 SPLIT_TRAIN, SPLIT_VAL, SPLIT_TEST = 0, 1, 2
 SPLIT_NAMES = {SPLIT_TRAIN: "train", SPLIT_VAL: "val", SPLIT_TEST: "test"}
@@ -356,6 +358,11 @@ def _decode_attrs(raw: Any, path: str | Path) -> dict[str, Any]:
 
 def _check_schema(attrs: dict[str, Any], path: str | Path) -> None:
     schema = attrs.get("schema")
+    if schema == EXPERTS_SCHEMA:
+        raise StoreError(
+            "this is an MTT expert trajectory file (networks trained on the real data), not an image set; "
+            "it stays with the real data and is never evaluated, exported or merged", path=path,
+        )
     if not isinstance(schema, str) or not schema.startswith(SCHEMA_NAME + "/"):
         raise StoreError("not a medcondense file (no 'schema' attribute); run `medcondense ingest` first", path=path)
     try:

@@ -27,6 +27,7 @@ from medcondense.distill.base import (
     Hyperparameters,
     LoopState,
     Method,
+    PrepareContext,
     RealSampler,
     checkpoint_path_for,
     initial_state,
@@ -39,7 +40,15 @@ from medcondense.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-PRESETS = ("quick", "paper")
+PRESETS = ("quick", "paper", "medmnist")
+#: presets that only one method knows
+METHOD_PRESETS = {"medmnist": "mtt"}
+#: options only --method mtt reads (DistillConfig field -> option name)
+MTT_OPTIONS = {
+    "syn_steps": "--syn-steps", "expert_epochs": "--expert-epochs", "max_start_epoch": "--max-start-epoch",
+    "lr_lr": "--lr-lr", "lr_teacher": "--lr-teacher", "batch_syn": "--batch-syn", "num_experts": "--num-experts",
+    "train_epochs": "--train-epochs", "experts": "--experts", "unroll": "--unroll",
+}
 INITS = ("real", "noise")
 SWITCHES = ("auto", "on", "off")
 AMP_MODES = ("auto", "off", "bf16")
@@ -57,6 +66,15 @@ def check_options(config: DistillConfig) -> None:
         raise ConfigError(f"--method {config.method!r}: expected one of {', '.join(valid)}")
     if config.preset not in PRESETS:
         raise ConfigError(f"--preset {config.preset!r}: expected one of {', '.join(PRESETS)}")
+    if METHOD_PRESETS.get(config.preset, config.method) != config.method:
+        raise ConfigError(f"--preset {config.preset} is for --method {METHOD_PRESETS[config.preset]} only "
+                          f"(the seed study's MTT values); use quick or paper with --method {config.method}")
+    if config.method != "mtt":
+        given = [option for name, option in MTT_OPTIONS.items() if getattr(config, name) is not None]
+        if config.experts_only:
+            given.append("--experts-only")
+        if given:
+            raise ConfigError(f"{', '.join(given)} apply to --method mtt only (not {config.method})")
     if config.init not in INITS:
         raise ConfigError(f"--init {config.init!r}: expected one of {', '.join(INITS)}")
     if config.batch_classes not in SWITCHES:
@@ -158,6 +176,8 @@ def run(config: DistillConfig, *, hooks: Any = None) -> dict[str, Any]:
     else:
         hp_obj = resolve_hyperparameters(config, device, laterality)
         hp = hp_obj.to_dict()
+        if config.experts_only:
+            return _prepare_only(config, real, hp_obj, source_hash, device, started)
         run_key = run_key_for(source_hash, hp)
         runkey.skip_if_done(output, run_key, config.overwrite, runkey.hdf5_record(_summary_from_attrs))
         result = _run_synthetic(config, real, hp_obj, run_key, source_hash, device, hooks)
@@ -215,6 +235,28 @@ def _copied_attrs(real: store.ImageSet) -> dict[str, Any]:
     return {k: real.attrs[k] for k in keep if k in real.attrs}
 
 
+def _prepare(method: Method, config: DistillConfig, real: store.ImageSet, x: torch.Tensor, y: torch.Tensor,
+             source_hash: str) -> dict[str, Any]:
+    """Let the method work on the real data before the loop (MTT: build or load its experts)."""
+    from medcondense.console import progress
+
+    context = PrepareContext(images=x, labels=y, source_hash=source_hash, class_names=list(real.class_names),
+                             input=str(config.input), output=str(config.output), config=config, progress=progress)
+    return method.prepare(context)
+
+
+def _prepare_only(config: DistillConfig, real: store.ImageSet, hp: Hyperparameters, source_hash: str,
+                  device: torch.device, started: float) -> dict[str, Any]:
+    """``--experts-only``: the method's preparation (MTT's expert trajectories), no distillation."""
+    from medcondense.device import describe_device
+
+    x, y, _, _ = _standardized_train(real, device)
+    spec = DataSpec(channels=real.image_shape[0], image_size=real.image_shape[1], num_classes=real.num_classes)
+    facts = _prepare(method_class(hp.method)(hp, spec, device), config, real, x, y, source_hash)
+    return {"output": None, "method": config.method, "experts_only": True, "device": describe_device(device),
+            "source_hash": source_hash, "wall_time_s": round(time.time() - started, 3), **facts}
+
+
 def _init_syn(hp: Hyperparameters, sampler: RealSampler, spec: DataSpec, generator: torch.Generator, device: torch.device) -> torch.Tensor:
     """Initial synthetic images: ``ipc`` distinct real images per class, or standard normal noise."""
     if hp.init == "noise":
@@ -237,6 +279,7 @@ def _run_synthetic(
     method = method_class(hp.method)(hp, spec, device)
     checkpoint = checkpoint_path_for(config.output)
     state, resumed_from, method = _start_state(config, method, hp, sampler, spec, device, checkpoint, run_key, source_hash)
+    facts = _prepare(method, config, real, x, y, source_hash)
     engine = Engine(method, sampler, syn_labels, checkpoint=checkpoint, checkpoint_every=config.checkpoint_every,
                     run_key=run_key, source_hash=source_hash, hooks=hooks, config=config_to_dict(config))
     log.info("distilling %s: %d classes x IPC %d, %d iterations (from %d) on %s; hyper-parameters %s",
@@ -249,10 +292,11 @@ def _run_synthetic(
     image_set = store.ImageSet(
         images=images, labels=syn_labels.cpu().numpy(), split=np.zeros(images.shape[0], dtype=np.uint8),
         class_names=list(real.class_names), kind="synthetic", meta=_output_meta(real, images.shape[0]),
-        attrs={**_copied_attrs(real), "loss_curve": _thin_curve(final.loss_curve)},
+        attrs={**_copied_attrs(real), "loss_curve": _thin_curve(final.loss_curve), **method.output_attrs()},
     )
     curve = final.loss_curve
     return {
+        **facts, **method.output_attrs(),
         "image_set": image_set, "iterations": hp.iterations, "resumed_from": resumed_from,
         "seconds_per_iteration": round((time.time() - t0) / done, 4),
         "loss_first": curve[0][1] if curve else None, "final_loss": curve[-1][1] if curve else None,
@@ -335,11 +379,18 @@ def render(result: dict[str, Any], console: Any) -> None:
     table.add_column("value")
     if result.get("skipped"):
         table.add_row("status", "up to date (same input and options); --overwrite to redo")
+    experts = result.get("experts") or {}
+    if experts:
+        how = "trained now" if experts.get("built") else "reused"
+        table.add_row("experts", f"{experts.get('path')} ({experts.get('num_experts')} x {experts.get('train_epochs')} epochs, {how})")
+    if result.get("experts_only"):
+        table.add_row("status", "expert trajectories ready (--experts-only: nothing distilled)")
     rows = [
         ("output", result.get("output")), ("method", result.get("method")), ("kind", result.get("kind")),
         ("ipc", result.get("ipc")), ("images", result.get("num_images")), ("device", result.get("device")),
         ("iterations", result.get("iterations")), ("resumed from", result.get("resumed_from")),
-        ("loss first -> last", _loss_text(result)), ("s / iteration", result.get("seconds_per_iteration")),
+        ("loss first -> last", _loss_text(result)), ("learned lr", result.get("learned_lr")),
+        ("s / iteration", result.get("seconds_per_iteration")),
         ("wall time s", result.get("wall_time_s")),
     ]
     for name, value in rows:

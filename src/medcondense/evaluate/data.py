@@ -99,6 +99,8 @@ class InputSet:
     content_hash: str
     train_x: torch.Tensor
     train_y: np.ndarray
+    #: the student step size an MTT set learned (its ``learned_lr`` attribute); None for others
+    learned_lr: float | None = None
 
 
 def _images_per_class(labels: np.ndarray) -> int:
@@ -141,4 +143,14 @@ def load_input(path: str | Path, real: RealData, *, allow_mismatch: bool = False
         content_hash=image_set.attrs.get("content_hash") or store.content_hash(image_set),
         train_x=standardize(image_set.images, real.mean, real.std),
         train_y=image_set.labels,
+        learned_lr=_learned_lr(image_set.attrs.get("learned_lr")),
     )
+
+
+def _learned_lr(value: object) -> float | None:
+    """A usable learned step size (a positive finite number), else None."""
+    try:
+        lr = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return lr if 0 < lr < float("inf") else None
