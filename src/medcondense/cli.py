@@ -155,6 +155,7 @@ def ingest(
     workers: Optional[int] = typer.Option(None, "--workers", help="Parallel reader processes [default: 1]."),
     on_error: Optional[str] = typer.Option(None, "--on-error", help="skip (reject bad files, exit 4) | fail (stop at the first bad file) [default: skip]."),
     rejects: Optional[Path] = typer.Option(None, "--rejects", help="Rejects report CSV [default: <output>.rejects.csv, written only when something was rejected]."),
+    protocol: Optional[Path] = typer.Option(None, "--protocol", help="Take size, spacing, window, percentiles, normalization (with the source's zscore/ct constants), channels, axis, slices and the class names from this set (.h5) or protocol YAML (export --format protocol), so several sites' files merge; a contradicting option is exit 2."),
     seed: Optional[int] = SeedOpt,
     overwrite: Optional[bool] = OverwriteOpt,
     workdir: Optional[Path] = WorkdirOpt,
@@ -173,11 +174,12 @@ def ingest(
       medcondense ingest ./ct --window brain --size 64 --labels labels.csv -o ct.h5
 
       medcondense ingest ./mri --normalize zscore --slices central:20 --json
-    """
-    from medcondense.config import default_data_path
 
-    cfg = _config_or_exit(lambda: build_config(
-        IngestConfig, **_common(config, sets),
+      medcondense ingest ./site_b --protocol site_a.h5 --site b -o b.h5   # compatible with site a
+    """
+    from medcondense.config import default_data_path, explicit_options
+
+    values = dict(
         inputs=[str(p) for p in inputs],
         output=str(output) if output else None,
         size=size, spacing=spacing, window=window, normalize=normalize, channels=channels,
@@ -185,8 +187,14 @@ def ingest(
         labels_csv=str(labels_csv) if labels_csv else None, label_tag=label_tag,
         split=split, site=site, modality=modality, laterality=laterality, hash_paths=hash_paths,
         workers=workers, on_error=on_error, rejects=str(rejects) if rejects else None,
-        seed=seed, overwrite=overwrite,
-    ))
+        protocol=str(protocol) if protocol else None, seed=seed, overwrite=overwrite,
+    )
+    cfg = _config_or_exit(lambda: build_config(IngestConfig, **_common(config, sets), **values))
+    if cfg.protocol:
+        from medcondense.ingest import protocol as proto
+
+        given = explicit_options(IngestConfig, **_common(config, sets), **values)
+        cfg = _config_or_exit(lambda: proto.apply(cfg, proto.load(cfg.protocol), given))
     if cfg.output is None:
         cfg.output = str(default_data_path(str(workdir) if workdir else None))
     _run_stage("medcondense.ingest.pipeline", cfg, as_json=as_json, quiet=quiet, verbose=verbose)
@@ -346,12 +354,50 @@ def score(
     _run_stage("medcondense.score", cfg, as_json=as_json, quiet=quiet, verbose=verbose)
 
 
+# merge ----------------------------------------------------------------------------------------
+@app.command()
+def merge(
+    inputs: List[Path] = typer.Argument(..., help="Two or more medcondense sets (one per site), all synthetic or all real."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="The merged HDF5 (required)."),
+    site_names: Optional[str] = typer.Option(None, "--site-names", help="Comma list, one site name per input [default: each part's recorded site, else its file name]."),
+    allow_mixed: Optional[bool] = typer.Option(None, "--allow-mixed/--no-allow-mixed", help="Allow synthetic with real images; the output's kind is then 'mixed' and counts as real everywhere."),
+    overwrite: Optional[bool] = OverwriteOpt,
+    config: Optional[List[Path]] = ConfigOpt,
+    sets: Optional[List[str]] = SetOpt,
+    as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+    verbose: int = VerboseOpt,
+) -> None:
+    """Merge several sites' sets into one: classes aligned by name, intensities in one space.
+
+    Checks image size, channels, spacing, axis and window; maps zscore/window parts into the first
+    part's intensity space (ct parts only with equal clip bounds), refusing with the reason
+    otherwise. Every image keeps its site (meta/site); every part's content hash and provenance
+    are recorded. synthetic + synthetic -> synthetic, real + real -> real (the pooled baseline);
+    any other mix is exit 2 unless --allow-mixed.
+
+    Examples:
+
+      medcondense merge syn_a.h5 syn_b.h5 -o syn_ab.h5
+
+      medcondense merge a.h5 b.h5 --site-names hospital_a,hospital_b -o pooled.h5 --json
+    """
+    from medcondense.config import MergeConfig
+
+    cfg = _config_or_exit(lambda: build_config(
+        MergeConfig, **_common(config, sets),
+        inputs=[str(p) for p in inputs], output=str(output) if output else None,
+        site_names=_split_list(site_names), allow_mixed=allow_mixed, overwrite=overwrite,
+    ))
+    _run_stage("medcondense.merge.pipeline", cfg, as_json=as_json, quiet=quiet, verbose=verbose)
+
+
 # export ---------------------------------------------------------------------------------------
 @app.command()
 def export(
     data: Path = typer.Argument(..., help="A medcondense HDF5 (synthetic, subset or real)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output folder [default: <input name>_export beside the input]."),
-    formats: Optional[str] = typer.Option(None, "--format", help="png | nifti | dicom | npz | card | all, comma-separated [default: png]."),
+    formats: Optional[str] = typer.Option(None, "--format", help="png | nifti | dicom | npz | card | protocol | all, comma-separated [default: png]."),
     stack: Optional[bool] = typer.Option(None, "--stack/--no-stack", help="NIfTI: one stack per class instead of one file per image."),
     uid_root: Optional[str] = typer.Option(None, "--uid-root", help="DICOM UID root for the fresh UIDs [default: pydicom's]."),
     report: Optional[List[Path]] = typer.Option(None, "--report", help="An evaluate or score JSON whose numbers go into the data card (repeatable)."),
@@ -368,9 +414,10 @@ def export(
 
     Formats: png (per image + class grid), nifti (modality values, affine from the spacing),
     dicom (Secondary Capture, one series per class, no patient data, values restored to the
-    ingest window), npz (MedMNIST keys train/val/test_images/_labels), card (CARD.md + card.json).
-    The output folder is written whole or not at all. Real images (kind real or subset) are never
-    called synthetic, and DICOM of them needs --allow-real.
+    ingest window), npz (MedMNIST keys train/val/test_images/_labels), card (CARD.md + card.json),
+    protocol (protocol.yaml: the settings and class names other sites pass to ingest --protocol).
+    The output folder is written whole or not at all. Real images (kind real, subset or mixed) are
+    never called synthetic, and DICOM of them needs --allow-real.
 
     Examples:
 

@@ -47,6 +47,7 @@ class IngestConfig:
     workers: int = 1
     on_error: str = "skip"
     rejects: str | None = None
+    protocol: str | None = None  # a set or protocol YAML pinning the image-shaping settings
     seed: int = 0
     overwrite: bool = False
 
@@ -126,6 +127,17 @@ class ScoreConfig:
 
 
 @dataclass
+class MergeConfig:
+    """Options of ``medcondense merge``."""
+
+    inputs: list[str] = field(default_factory=list)
+    output: str | None = None
+    site_names: list[str] = field(default_factory=list)
+    allow_mixed: bool = False
+    overwrite: bool = False
+
+
+@dataclass
 class ExportConfig:
     """Options of ``medcondense export``."""
 
@@ -146,6 +158,7 @@ SECTIONS: dict[str, type] = {
     "evaluate": EvaluateConfig,
     "score": ScoreConfig,
     "export": ExportConfig,
+    "merge": MergeConfig,
 }
 
 C = TypeVar("C")
@@ -276,6 +289,22 @@ def build_config(
                 )
             values[name] = _coerce(cls, name, value, getattr(defaults, name))
     return dataclasses.replace(defaults, **values)  # type: ignore[type-var]
+
+
+def explicit_options(
+    cls: type,
+    *,
+    config_files: Iterable[str | Path] = (),
+    set_options: Iterable[str] = (),
+    **cli_values: Any,
+) -> set[str]:
+    """The option names a user gave in any layer (YAML, ``--set`` or the command line), as opposed
+    to those left at their defaults; ``ingest --protocol`` refuses given options that contradict it."""
+    section = next(name for name, klass in SECTIONS.items() if klass is cls)
+    names = set(load_yaml_files(config_files).get(section, {}))
+    names |= set(parse_set_options(set_options).get(section, {}))
+    names |= {k for k, v in cli_values.items() if v is not None}
+    return names
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -30,11 +30,12 @@ FORMATS: dict[str, str] = {
     "nifti": "medcondense.export.nifti",
     "dicom": "medcondense.export.dicom",
     "npz": "medcondense.export.npz",
+    "protocol": "medcondense.export.protocol",
     "card": "medcondense.export.card",
 }
 ALL = "all"
 MARKER = "export.json"
-REAL_KINDS = ("real", "subset")
+REAL_KINDS = store.REAL_KINDS  # real, subset, mixed: DICOM of them needs --allow-real
 
 
 def parse_formats(items: list[str]) -> list[str]:

@@ -24,6 +24,7 @@ from medcondense import store
 from medcondense.config import IngestConfig, config_to_dict, default_data_path
 from medcondense.errors import AlreadyDone, ConfigError, NoUsableInputError, StoreError
 from medcondense.ingest import deid, dicom, labels, normalize, split
+from medcondense.ingest import protocol as proto
 from medcondense.ingest import window as win
 from medcondense.ingest.discover import Candidate, discover, mask_for
 from medcondense.ingest.nifti import NiftiVolume, load_canonical, mask_slices, plane_spacing, take_slice
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 ON_ERROR = ("skip", "fail")
 CHANNELS = ("grey", "keep")
 # options that do not change the output, left out of the run key
-_NOT_IN_KEY = ("overwrite", "workers", "on_error", "rejects", "output")
+_NOT_IN_KEY = ("overwrite", "workers", "on_error", "rejects", "output", "protocol")
 
 
 # ------------------------------------------------------------------------------ options
@@ -166,6 +167,7 @@ class Context:
     root_warned: set[str] = field(default_factory=set)
     anonymous: int = 0
     windows: Counter = field(default_factory=Counter)
+    protocol: proto.Protocol | None = None
 
 
 # ------------------------------------------------------------------------------ workers
@@ -410,9 +412,13 @@ def stack_images(images: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def key_config(config: IngestConfig) -> dict[str, Any]:
-    """The config fields that change the output (the run key's extra)."""
-    return {k: v for k, v in config_to_dict(config).items() if k not in _NOT_IN_KEY}
+def key_config(config: IngestConfig, protocol: proto.Protocol | None = None) -> dict[str, Any]:
+    """The config fields that change the output (the run key's extra): the protocol by content,
+    not by file name."""
+    key = {k: v for k, v in config_to_dict(config).items() if k not in _NOT_IN_KEY}
+    if protocol is not None:
+        key["protocol"] = protocol.to_dict()
+    return key
 
 
 def check_existing(output: Path, run_key: str, overwrite: bool) -> None:
@@ -429,6 +435,27 @@ def check_existing(output: Path, run_key: str, overwrite: bool) -> None:
             "classes": attrs.get("class_names"), "content_hash": attrs.get("content_hash"),
         })
     raise ConfigError("exists and was made from other inputs or options; pass --overwrite to replace it", path=output)
+
+
+def protocol_classes(protocol: proto.Protocol, found: list[str]) -> list[str]:
+    """The protocol's class names, in its order; ConfigError for a label it does not know."""
+    unknown = sorted(set(found) - set(protocol.class_names))
+    if unknown:
+        raise ConfigError(
+            f"class(es) {', '.join(map(repr, unknown))} are not in the protocol's classes "
+            f"({', '.join(protocol.class_names)}); rename them or use another protocol",
+            path=protocol.origin or None,
+        )
+    return list(protocol.class_names)
+
+
+def warn_classes_without_train(class_names: list[str], y: np.ndarray, train: np.ndarray) -> None:
+    """A protocol class with no train image here is kept (so files merge), with a warning."""
+    counts = np.bincount(y[train], minlength=len(class_names))
+    for name, count in zip(class_names, counts):
+        if count == 0:
+            log.warning("class %r has no train images at this site: kept (as the protocol says); "
+                        "distill writes no images for it", name)
 
 
 def rejects_path(config: IngestConfig, output: Path) -> Path:
@@ -448,6 +475,10 @@ def run(config: IngestConfig) -> dict[str, Any]:
         The output exists and was made from identical inputs and options.
     """
     started = time.time()
+    protocol = None
+    if config.protocol:
+        protocol = proto.load(config.protocol)
+        config = proto.apply(config, protocol)
     options = check_options(config)
     if not config.inputs:
         raise NoUsableInputError("no input folders or files given")
@@ -464,13 +495,13 @@ def run(config: IngestConfig) -> dict[str, Any]:
     for path, reason in found.rejects:
         rejects.add(path, reason)
     files = [Path(c.path) for c in found.candidates] + ([csv_path] if csv_path else [])
-    run_key = store.hash_files(files, key_config(config))
+    run_key = store.hash_files(files, key_config(config, protocol))
     check_existing(output, run_key, config.overwrite)
     manifest = labels.read_manifest(csv_path) if csv_path else None
     from medcondense.console import progress
 
     with mapper(config.workers) as pool_map:
-        ctx = Context(config, options, deid.site_secret(), manifest, rejects, pool_map)
+        ctx = Context(config, options, deid.site_secret(), manifest, rejects, pool_map, protocol=protocol)
         dicoms = [c for c in found.candidates if c.kind == "dicom"]
         niftis = [c for c in found.candidates if c.kind == "nifti"]
         headers = read_dicom_headers(ctx, dicoms)
@@ -502,12 +533,18 @@ def _finish(ctx: Context, output: Path, run_key: str, report: Path, started: flo
     """Normalize, split and write the collected images; build the summary."""
     cfg, out = ctx.config, ctx.out
     images = stack_images(out.images)
-    index = labels.class_index(out.labels)
-    class_names = sorted(index)
+    class_names = protocol_classes(ctx.protocol, out.labels) if ctx.protocol else sorted(labels.class_index(out.labels))
+    index = {name: i for i, name in enumerate(class_names)}
     y = np.array([index[name] for name in out.labels], dtype=np.int64)
     codes = split.assign(out.patients, list(y), out.fixed_split, ctx.options.fractions, cfg.seed)
     train = codes == store.SPLIT_TRAIN
-    params = normalize.fit(images, train, cfg.normalize, tuple(cfg.percentiles))
+    pinned = ctx.protocol.pinned_params() if ctx.protocol else None
+    if pinned is not None and cfg.normalize == ctx.protocol.normalization["method"]:
+        params = pinned  # the source site's constants: every site lands in one intensity space
+    else:
+        params = normalize.fit(images, train, cfg.normalize, tuple(cfg.percentiles))
+    if ctx.protocol:
+        warn_classes_without_train(class_names, y, train)
     images = normalize.apply(images, cfg.normalize, params)
     modality = cfg.modality or (out.modalities.most_common(1)[0][0] if out.modalities else "OT")
     if len(out.modalities) > 1 and not cfg.modality:
@@ -519,6 +556,7 @@ def _finish(ctx: Context, output: Path, run_key: str, report: Path, started: flo
         "channels": cfg.channels, "resample": "SimpleITK linear, centred square pad, block-mean anti-alias",
     }
     paths = list(cfg.inputs) + [str(output)] + ([cfg.labels_csv] if cfg.labels_csv else [])
+    paths += [cfg.protocol] if cfg.protocol else []
     from medcondense.provenance import make_provenance
 
     attrs = {
@@ -529,6 +567,12 @@ def _finish(ctx: Context, output: Path, run_key: str, report: Path, started: flo
                                       input_hash=run_key, seed=cfg.seed, started=started),
         "run_key": run_key,
     }
+    if ctx.protocol:
+        preprocessing["protocol"] = {"content_hash": ctx.protocol.source.get("content_hash"),
+                                     "class_names": list(ctx.protocol.class_names)}
+    site_names = sorted({s for s in out.sites if s})
+    if site_names:
+        attrs["sites"] = site_names
     meta = {
         "source_path": np.array(out.sources, dtype=object),
         "series_key": np.array(out.series, dtype=object),
