@@ -397,7 +397,7 @@ def merge(
 def export(
     data: Path = typer.Argument(..., help="A medcondense HDF5 (synthetic, subset or real)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output folder [default: <input name>_export beside the input]."),
-    formats: Optional[str] = typer.Option(None, "--format", help="png | nifti | dicom | npz | card | protocol | all, comma-separated [default: png]."),
+    formats: Optional[str] = typer.Option(None, "--format", help="png | nifti | dicom | npz | card | protocol | all (all but protocol), comma-separated [default: png]."),
     stack: Optional[bool] = typer.Option(None, "--stack/--no-stack", help="NIfTI: one stack per class instead of one file per image."),
     uid_root: Optional[str] = typer.Option(None, "--uid-root", help="DICOM UID root for the fresh UIDs [default: pydicom's]."),
     report: Optional[List[Path]] = typer.Option(None, "--report", help="An evaluate or score JSON whose numbers go into the data card (repeatable)."),
