@@ -80,9 +80,17 @@ PRESETS = {
 }
 
 
-def _quiet(module: str) -> Any:
-    sys.path.insert(0, str(ROOT / "examples"))
-    return __import__(module)
+def _example() -> Any:
+    """examples/sites.py as a module (under another name: this file is called sites.py too)."""
+    import importlib.util
+
+    name = "examples_sites"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / "sites.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while it executes
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def _done(call: Any) -> dict[str, Any]:
@@ -97,7 +105,7 @@ def _done(call: Any) -> dict[str, Any]:
 
 def build_sites(preset: Preset, sites: list[str], work: Path) -> dict[str, Path]:
     """The sites' trees and their ingest with the first site's protocol (cached by run key)."""
-    example = _quiet("sites")
+    example = _example()
     manifests = {}
     for name in sites:
         manifest = work / name / "nifti" / "manifest.csv"
@@ -106,7 +114,8 @@ def build_sites(preset: Preset, sites: list[str], work: Path) -> dict[str, Path]
                                           test_per_class=preset.test_per_class, seed=preset.seed, overwrite=True)
         manifests[name] = manifest
     settings = {**example.PROTOCOL_SETTINGS, "size": preset.size}
-    results = example.ingest_sites(manifests, work, settings=settings, seed=preset.seed, overwrite=False)
+    # re-ingest each run (seconds): the content hash stays, so every later stage stays cached
+    results = example.ingest_sites(manifests, work, settings=settings, seed=preset.seed, overwrite=True)
     return {name: Path(r["output"]) if r.get("output") else work / f"{name}.h5" for name, r in results.items()}
 
 
