@@ -70,9 +70,9 @@ class Preset:
 
 PRESETS = {
     # fits a few CPU minutes on a shared 2-core machine: small sites, DM only, short training
-    "reduced": Preset("reduced", train_per_class=40, test_per_class=20, size=16, ipcs=(1, 10), methods=("dm",),
-                      iterations={"dm": 100, "dsa": 10}, batch_real=32, eval_models=2, eval_epochs=100,
-                      full_steps=200),
+    "reduced": Preset("reduced", train_per_class=40, test_per_class=20, size=16, ipcs=(1, 5), methods=("dm",),
+                      iterations={"dm": 40, "dsa": 10}, batch_real=32, eval_models=2, eval_epochs=60,
+                      full_steps=150),
     # the table: a GPU (or hours of CPU)
     "full": Preset("full", train_per_class=400, test_per_class=150, size=32, ipcs=(1, 10), methods=("dm", "dsa"),
                    iterations={"dm": 20000, "dsa": 1000}, batch_real=256, eval_models=5, eval_epochs=300,
