@@ -201,11 +201,19 @@ def ingest(
 
 
 # distill --------------------------------------------------------------------------------------
+def _method_help() -> str:
+    """``--method``'s help, listing the names of the method table (which imports no torch)."""
+    from medcondense.distill.registry import CORESETS, METHODS
+
+    return (f"{' | '.join(METHODS)} (synthetic) or {' | '.join(CORESETS)} (coreset of real images) "
+            "[default: dsa].")
+
+
 @app.command()
 def distill(
     data: Optional[Path] = typer.Argument(None, help="Real data set from ingest [default: <workdir>/data.h5]."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output HDF5 [default: syn_<method>_ipc<N>.h5 beside the input]."),
-    method: Optional[str] = typer.Option(None, "--method", help="dc | dsa | dm (synthetic) or random | herding | kcenter (coreset of real images) [default: dsa]."),
+    method: Optional[str] = typer.Option(None, "--method", help=_method_help()),
     ipc: Optional[int] = typer.Option(None, "--ipc", help="Images per class, e.g. 1, 10, 50 [default: 10]."),
     preset: Optional[str] = typer.Option(None, "--preset", help="quick (minutes on a CPU) | paper (the reference iteration counts) [default: quick]."),
     iterations: Optional[int] = typer.Option(None, "--iterations", help="Outer iterations [default: from --preset: quick DC/DSA 10, DM 200; paper DC/DSA 1000, DM 20000]."),
@@ -302,7 +310,7 @@ def evaluate(
     ))
     if cfg.real is None:
         cfg.real = str(default_data_path(str(workdir) if workdir else None))
-    _run_stage("medcondense.evaluate", cfg, as_json=as_json, quiet=quiet, verbose=verbose)
+    _run_stage("medcondense.evaluate.pipeline", cfg, as_json=as_json, quiet=quiet, verbose=verbose)
 
 
 # score ----------------------------------------------------------------------------------------
@@ -351,7 +359,7 @@ def score(
     ))
     if cfg.data is None:
         cfg.data = str(default_data_path(str(workdir) if workdir else None))
-    _run_stage("medcondense.score", cfg, as_json=as_json, quiet=quiet, verbose=verbose)
+    _run_stage("medcondense.score.pipeline", cfg, as_json=as_json, quiet=quiet, verbose=verbose)
 
 
 # merge ----------------------------------------------------------------------------------------

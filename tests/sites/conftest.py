@@ -13,11 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from medcondense.config import IngestConfig
-from medcondense.ingest.pipeline import run as ingest_run
-
-SIZE = 16
-PER_CLASS = {"train_per_class": 3, "val_per_class": 1, "test_per_class": 2}
+from site_helpers import PER_CLASS, SIZE, ingest
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -68,13 +64,6 @@ def site_trees(sites_example, tmp_path_factory) -> dict[str, Path]:
     trees["shifted_no_cerebellum"] = sites_example.build_site(
         "colin27_shifted", root / "shifted_no_cerebellum", seed=0, drop_classes=("cerebellum",), **PER_CLASS)
     return trees
-
-
-def ingest(manifest: Path, output: Path, site: str, **options) -> dict:
-    """Ingest one site's tree (the Python API, as the CLI would)."""
-    config = IngestConfig(inputs=[str(manifest.parent)], labels_csv=str(manifest), output=str(output),
-                          site=site, overwrite=True, **options)
-    return ingest_run(config)
 
 
 @pytest.fixture(scope="session")

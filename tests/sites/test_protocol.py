@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import SIZE, ingest
+from site_helpers import SIZE, ingest
 from typer.testing import CliRunner
 
 from medcondense import store

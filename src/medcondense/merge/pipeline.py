@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from medcondense import store
+from medcondense import runkey, store
 from medcondense.config import MergeConfig, config_to_dict
-from medcondense.errors import AlreadyDone, ConfigError, DataMismatchError, StoreError
+from medcondense.errors import ConfigError, DataMismatchError
 
 log = logging.getLogger(__name__)
 
@@ -361,22 +361,14 @@ def read_parts(config: MergeConfig) -> list[Part]:
 
 
 def _run_key(parts: list[Part], config: MergeConfig) -> str:
-    extra = {"parts": [p.image_set.attrs.get("content_hash") for p in parts],
-             "site_names": list(config.site_names or []), "allow_mixed": bool(config.allow_mixed)}
-    return store.hash_files([], extra=extra)
+    return runkey.run_key({"parts": [p.image_set.attrs.get("content_hash") for p in parts],
+                           "site_names": list(config.site_names or []), "allow_mixed": bool(config.allow_mixed)})
 
 
-def _check_existing(output: Path, run_key: str, overwrite: bool) -> None:
-    if not output.exists() or overwrite:
-        return
-    try:
-        attrs = store.read_attrs(output)
-    except StoreError:
-        raise ConfigError("exists and is not a medcondense file; pass --overwrite to replace it", path=output) from None
-    if attrs.get("run_key") == run_key:
-        raise AlreadyDone(str(output), {"output": str(output), "kind": attrs.get("kind"), "images": attrs.get("n"),
-                                        "sites": attrs.get("sites"), "content_hash": attrs.get("content_hash")})
-    raise ConfigError("exists and was made from other parts or options; pass --overwrite to replace it", path=output)
+def _summary_from_attrs(output: Path, attrs: dict[str, Any]) -> dict[str, Any]:
+    """What an up-to-date rerun reports (AlreadyDone), read from the existing output."""
+    return {"output": str(output), "kind": attrs.get("kind"), "images": attrs.get("n"),
+            "sites": attrs.get("sites"), "content_hash": attrs.get("content_hash")}
 
 
 def run(config: MergeConfig) -> dict[str, Any]:
@@ -400,7 +392,7 @@ def run(config: MergeConfig) -> dict[str, Any]:
     parts = read_parts(config)
     output = Path(config.output)
     run_key = _run_key(parts, config)
-    _check_existing(output, run_key, config.overwrite)
+    runkey.skip_if_done(output, run_key, config.overwrite, runkey.hdf5_record(_summary_from_attrs))
     kind = output_kind(parts, config.allow_mixed)
     check_compatible(parts)
     merged, summary = build(parts, kind)
