@@ -271,13 +271,14 @@ def distill(
 @app.command()
 def evaluate(
     inputs: List[Path] = typer.Argument(..., help="Synthetic (or subset, or real) sets to judge; several give one report and a plot."),
-    real: Optional[Path] = typer.Option(None, "--real", help="Real data set whose test split is the judge [default: <workdir>/data.h5]."),
+    real: Optional[List[Path]] = typer.Option(None, "--real", help="Real data set whose test split is the judge [default: <workdir>/data.h5]. Repeat it for cross-site evaluation: every net is tested at every site (per site, mean of sites, pooled)."),
     models: Optional[int] = typer.Option(None, "--models", help="Fresh networks trained per set [default: 5; reference: 20]."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs [default: 300, or 1000 with --train-aug dsa]."),
     arch: Optional[str] = typer.Option(None, "--arch", help="convnet | resnet18 | mlp [default: convnet]."),
     train_aug: Optional[str] = typer.Option(None, "--train-aug", help="none | dsa augmentation while training [default: none]."),
     baselines: Optional[str] = typer.Option(None, "--baselines", help="Comma list of random,full (cached by content hash) or none [default: random,full]."),
-    test_site: Optional[str] = typer.Option(None, "--test-site", help="Test only on images of this site (cross-site evaluation)."),
+    test_site: Optional[str] = typer.Option(None, "--test-site", help="Test only on images of this site of the --real file."),
+    per_site: Optional[bool] = typer.Option(None, "--per-site/--no-per-site", help="The --real file holds several sites (a merge): test at each site and report per site, mean of sites and pooled, with each site's baselines."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the report JSON here."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write an accuracy-vs-IPC PNG here [default: beside -o when several sets]."),
     device: Optional[str] = DeviceOpt,
@@ -297,15 +298,17 @@ def evaluate(
       medcondense evaluate syn_dsa_ipc10.h5                # against ./data.h5
 
       medcondense evaluate syn_*.h5 --real data.h5 -o report.json --models 10
+
+      medcondense evaluate syn_ab.h5 syn_a.h5 --real a.h5 --real b.h5 -o sites.json   # cross-site
     """
     from medcondense.config import default_data_path
 
     cfg = _config_or_exit(lambda: build_config(
         EvaluateConfig, **_common(config, sets),
-        inputs=[str(p) for p in inputs], real=str(real) if real else None, models=models,
+        inputs=[str(p) for p in inputs], real=[str(p) for p in real] if real else None, models=models,
         epochs=epochs, arch=arch, train_aug=train_aug,
         baselines=_split_list(baselines.replace("none", "")) if baselines is not None else None,
-        test_site=test_site, output=str(output) if output else None,
+        test_site=test_site, per_site=per_site, output=str(output) if output else None,
         plot=str(plot) if plot else None, device=device, seed=seed, overwrite=overwrite,
     ))
     if cfg.real is None:
@@ -323,6 +326,7 @@ def score(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs for the indicator [default: 300]."),
     ssim_threshold: Optional[float] = typer.Option(None, "--ssim-threshold", help="Near-copy if SSIM to a real training image >= this [default: 0.95]."),
     cosine_threshold: Optional[float] = typer.Option(None, "--cosine-threshold", help="Near-copy if embedding cosine >= this [default: 0.98]."),
+    per_site: Optional[bool] = typer.Option(None, "--per-site/--no-per-site", help="The real file holds several sites (a merge): also the indicator and the privacy audit per site."),
     fail_on_copies: Optional[bool] = typer.Option(None, "--fail-on-copies/--no-fail-on-copies", help="Exit 5 when near-copies are found (for pipelines that must not share them)."),
     pairs_dir: Optional[Path] = typer.Option(None, "--pairs-dir", help="Save each flagged synthetic/real pair as a PNG here."),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="Predictor calibration JSON [default: the shipped one]."),
@@ -351,7 +355,7 @@ def score(
         ScoreConfig, **_common(config, sets),
         data=str(data) if data else None, syn=str(syn) if syn else None,
         ipc=_split_list(ipc), repeats=repeats, epochs=epochs, ssim_threshold=ssim_threshold,
-        cosine_threshold=cosine_threshold, fail_on_copies=fail_on_copies,
+        cosine_threshold=cosine_threshold, fail_on_copies=fail_on_copies, per_site=per_site,
         pairs_dir=str(pairs_dir) if pairs_dir else None,
         calibration=str(calibration) if calibration else None,
         calibrate=[str(p) for p in calibrate] if calibrate else None,

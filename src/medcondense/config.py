@@ -85,13 +85,14 @@ class EvaluateConfig:
     """Options of ``medcondense evaluate``."""
 
     inputs: list[str] = field(default_factory=list)
-    real: str | None = None
+    real: str | list[str] | None = None  # several files: cross-site evaluation (one site each)
     models: int = 5
     epochs: int | None = None
     arch: str = "convnet"
     train_aug: str = "none"
     baselines: list[str] = field(default_factory=lambda: ["random", "full"])
     test_site: str | None = None
+    per_site: bool = False  # one real file holding several sites: test at each (cross-site)
     lr: float = 0.01
     batch_size: int = 256
     full_steps: int = 1000  # SGD-step budget of the full-train-split baseline (see docs/evaluate.md)
@@ -122,6 +123,7 @@ class ScoreConfig:
     output: str | None = None
     full_steps: int = 1000  # as evaluate.full_steps, so both stages share one cached full baseline
     embed_nets: int = 3
+    per_site: bool = False  # also the indicator and privacy audit per recorded site
     max_per_class: int = 500
     ssim_topk: int = 8
 
