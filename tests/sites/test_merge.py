@@ -196,3 +196,17 @@ def test_run_writes_atomically_on_failure(tmp_path) -> None:
     with pytest.raises(DataMismatchError):
         merge.run(MergeConfig(inputs=[str(a), str(b)], output=str(tmp_path / "m.h5")))
     assert not list(tmp_path.glob("m.h5*"))
+
+
+def test_merge_needs_no_torch_or_image_readers(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    a, b = write(tmp_path, "a.h5", real_site(0, "a")), write(tmp_path, "b.h5", real_site(1, "b"))
+    code = ("import sys\n"
+            "from medcondense.config import MergeConfig\n"
+            "from medcondense.merge.pipeline import run\n"
+            f"run(MergeConfig(inputs=[{str(a)!r}, {str(b)!r}], output={str(tmp_path / 'm.h5')!r}))\n"
+            "print(sorted(m for m in ('torch', 'SimpleITK', 'pydicom', 'nibabel') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
