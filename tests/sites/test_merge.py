@@ -54,7 +54,7 @@ def test_synthetic_plus_real_is_exit_2_and_allow_mixed_writes_kind_mixed(tmp_pat
     real, syn = write(tmp_path, "a.h5", a), write(tmp_path, "syn_b.h5", synthetic(real_site(1, "b")))
     result = invoke(real, syn, "-o", tmp_path / "m.h5")
     assert result.exit_code == 2 and "refusing to mix kinds" in result.output and "--allow-mixed" in result.output
-    assert not list(tmp_path.glob("m.h5*"))
+    assert not list(tmp_path.glob("*m.h5*"))
     result = invoke(real, syn, "-o", tmp_path / "m.h5", "--allow-mixed", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["schema"] == store.SCHEMA_V2
@@ -195,7 +195,7 @@ def test_run_writes_atomically_on_failure(tmp_path) -> None:
     a, b = write(tmp_path, "a.h5", real_site(0, "a")), write(tmp_path, "b.h5", make_blob_set(size=8))
     with pytest.raises(DataMismatchError):
         merge.run(MergeConfig(inputs=[str(a), str(b)], output=str(tmp_path / "m.h5")))
-    assert not list(tmp_path.glob("m.h5*"))
+    assert not list(tmp_path.glob("*m.h5*"))
 
 
 def test_merge_needs_no_torch_or_image_readers(tmp_path) -> None:

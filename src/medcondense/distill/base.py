@@ -395,7 +395,7 @@ def save_checkpoint(
     path: Path, state: LoopState, hp: Hyperparameters, run_key: str, source_hash: str,
     config: dict[str, Any] | None = None,
 ) -> None:
-    """Write a checkpoint atomically (``<path>.tmp`` then ``os.replace``).
+    """Write a checkpoint atomically (:func:`medcondense.atomic.atomic_path`).
 
     It holds the method name and resolved hyper-parameters (enough to rebuild the method with
     :func:`rebuild_method`), the stage config, the next iteration, the synthetic images, the
