@@ -178,6 +178,7 @@ def ingest(
     workers: Optional[int] = typer.Option(None, "--workers", help="Parallel reader processes [default: 1]."),
     on_error: Optional[str] = typer.Option(None, "--on-error", help="skip (reject bad files, exit 4) | fail (stop at the first bad file) [default: skip]."),
     rejects: Optional[Path] = typer.Option(None, "--rejects", help="Rejects report CSV [default: <output>.rejects.csv, written only when something was rejected]."),
+    protocol: Optional[Path] = typer.Option(None, "--protocol", help="Take size, spacing, window, percentiles, normalization (with the source's zscore/ct constants), channels, axis, slices and the class names from this set (.h5) or protocol YAML (export --format protocol), so several sites' files merge; a contradicting option is exit 2."),
     seed: Optional[int] = SeedOpt,
     overwrite: Optional[bool] = OverwriteOpt,
     workdir: Optional[Path] = WorkdirOpt,
@@ -196,11 +197,12 @@ def ingest(
       medcondense ingest ./ct --window brain --size 64 --labels labels.csv -o ct.h5
 
       medcondense ingest ./mri --normalize zscore --slices central:20 --json
-    """
-    from medcondense.config import default_data_path
 
-    cfg = _config_or_exit(lambda: build_config(
-        IngestConfig, **_common(config, sets),
+      medcondense ingest ./site_b --protocol site_a.h5 --site b -o b.h5   # compatible with site a
+    """
+    from medcondense.config import default_data_path, explicit_options
+
+    values = dict(
         inputs=[str(p) for p in inputs],
         output=str(output) if output else None,
         size=size, spacing=spacing, window=window, normalize=normalize, channels=channels,
@@ -209,8 +211,14 @@ def ingest(
         allow_identifying_label_tag=allow_identifying_label_tag, allow_burned_in=allow_burned_in,
         split=split, site=site, modality=modality, laterality=laterality, hash_paths=hash_paths,
         workers=workers, on_error=on_error, rejects=str(rejects) if rejects else None,
-        seed=seed, overwrite=overwrite,
-    ))
+        protocol=str(protocol) if protocol else None, seed=seed, overwrite=overwrite,
+    )
+    cfg = _config_or_exit(lambda: build_config(IngestConfig, **_common(config, sets), **values))
+    if cfg.protocol:
+        from medcondense.ingest import protocol as proto
+
+        given = explicit_options(IngestConfig, **_common(config, sets), **values)
+        cfg = _config_or_exit(lambda: proto.apply(cfg, proto.load(cfg.protocol), given))
     if cfg.output is None:
         cfg.output = str(default_data_path(str(workdir) if workdir else None))
     _run_stage("medcondense.ingest.pipeline", cfg, as_json=as_json, quiet=quiet, verbose=verbose)
@@ -303,14 +311,15 @@ def distill(
 @app.command()
 def evaluate(
     inputs: List[Path] = typer.Argument(..., help="Synthetic (or subset, or real) sets to judge; several give one report and a plot."),
-    real: Optional[Path] = typer.Option(None, "--real", help="Real data set whose test split is the judge [default: <workdir>/data.h5]."),
+    real: Optional[List[Path]] = typer.Option(None, "--real", help="Real data set whose test split is the judge [default: <workdir>/data.h5]. Repeat it for cross-site evaluation: every net is tested at every site (per site, mean of sites, pooled)."),
     models: Optional[int] = typer.Option(None, "--models", help="Fresh networks trained per set [default: 5; reference: 20]."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs [default: 300, or 1000 with --train-aug dsa]."),
     arch: Optional[str] = typer.Option(None, "--arch", help="convnet | resnet18 | mlp [default: convnet]."),
     train_aug: Optional[str] = typer.Option(None, "--train-aug", help="none | dsa augmentation while training [default: none; an MTT set trains with dsa]."),
     lr: Optional[float] = typer.Option(None, "--lr", help="SGD learning rate of the trained nets [default: 0.01; an MTT set trains at its learned_lr]."),
     baselines: Optional[str] = typer.Option(None, "--baselines", help="Comma list of random,full (cached by content hash) or none [default: random,full]."),
-    test_site: Optional[str] = typer.Option(None, "--test-site", help="Test only on images of this site (cross-site evaluation)."),
+    test_site: Optional[str] = typer.Option(None, "--test-site", help="Test only on images of this site of the --real file."),
+    per_site: Optional[bool] = typer.Option(None, "--per-site/--no-per-site", help="The --real file holds several sites (a merge): test at each site and report per site, mean of sites and pooled, with each site's baselines."),
     allow_mismatch: Optional[bool] = typer.Option(None, "--allow-mismatch", help="Evaluate sets whose class names or intensity space differ from the real set's (a warning instead of exit 2)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the report JSON here."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write an accuracy-vs-IPC PNG here [default: beside -o when several sets]."),
@@ -331,15 +340,17 @@ def evaluate(
       medcondense evaluate syn_dsa_ipc10.h5                # against ./data.h5
 
       medcondense evaluate syn_*.h5 --real data.h5 -o report.json --models 10
+
+      medcondense evaluate syn_ab.h5 syn_a.h5 --real a.h5 --real b.h5 -o sites.json   # cross-site
     """
     from medcondense.config import default_data_path
 
     cfg = _config_or_exit(lambda: build_config(
         EvaluateConfig, **_common(config, sets),
-        inputs=[str(p) for p in inputs], real=str(real) if real else None, models=models,
+        inputs=[str(p) for p in inputs], real=[str(p) for p in real] if real else None, models=models,
         epochs=epochs, arch=arch, train_aug=train_aug, lr=lr,
         baselines=_split_list(baselines.replace("none", "")) if baselines is not None else None,
-        test_site=test_site, allow_mismatch=allow_mismatch, output=str(output) if output else None,
+        test_site=test_site, per_site=per_site, allow_mismatch=allow_mismatch, output=str(output) if output else None,
         plot=str(plot) if plot else None, device=device, seed=seed, overwrite=overwrite,
     ))
     if cfg.real is None:
@@ -357,6 +368,7 @@ def score(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs for the indicator [default: 300]."),
     ssim_threshold: Optional[float] = typer.Option(None, "--ssim-threshold", help="Near-copy if SSIM to a real training image >= this [default: 0.95]."),
     cosine_threshold: Optional[float] = typer.Option(None, "--cosine-threshold", help="Near-copy if embedding cosine >= this [default: 0.98]."),
+    per_site: Optional[bool] = typer.Option(None, "--per-site/--no-per-site", help="The real file holds several sites (a merge): also the indicator and the privacy audit per site."),
     fail_on_copies: Optional[bool] = typer.Option(None, "--fail-on-copies/--no-fail-on-copies", help="Exit 5 when near-copies are found (for pipelines that must not share them)."),
     allow_mismatch: Optional[bool] = typer.Option(None, "--allow-mismatch", help="Score a set made from another real set, or in another class naming or intensity space (a warning instead of exit 2; the privacy audit then compares with a set the images did not come from)."),
     pairs_dir: Optional[Path] = typer.Option(None, "--pairs-dir", help="Save each flagged synthetic/real pair as a PNG here."),
@@ -386,7 +398,7 @@ def score(
         ScoreConfig, **_common(config, sets),
         data=str(data) if data else None, syn=str(syn) if syn else None,
         ipc=_split_list(ipc), repeats=repeats, epochs=epochs, ssim_threshold=ssim_threshold,
-        cosine_threshold=cosine_threshold, fail_on_copies=fail_on_copies, allow_mismatch=allow_mismatch,
+        cosine_threshold=cosine_threshold, fail_on_copies=fail_on_copies, per_site=per_site, allow_mismatch=allow_mismatch,
         pairs_dir=str(pairs_dir) if pairs_dir else None,
         calibration=str(calibration) if calibration else None,
         calibrate=[str(p) for p in calibrate] if calibrate else None,
@@ -397,12 +409,50 @@ def score(
     _run_stage("medcondense.score.pipeline", cfg, as_json=as_json, quiet=quiet, verbose=verbose)
 
 
+# merge ----------------------------------------------------------------------------------------
+@app.command()
+def merge(
+    inputs: List[Path] = typer.Argument(..., help="Two or more medcondense sets (one per site), all synthetic or all real."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="The merged HDF5 (required)."),
+    site_names: Optional[str] = typer.Option(None, "--site-names", help="Comma list, one site name per input [default: each part's recorded site, else its file name]."),
+    allow_mixed: Optional[bool] = typer.Option(None, "--allow-mixed/--no-allow-mixed", help="Allow synthetic with real images; the output's kind is then 'mixed' and counts as real everywhere."),
+    overwrite: Optional[bool] = OverwriteOpt,
+    config: Optional[List[Path]] = ConfigOpt,
+    sets: Optional[List[str]] = SetOpt,
+    as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+    verbose: int = VerboseOpt,
+) -> None:
+    """Merge several sites' sets into one: classes aligned by name, intensities in one space.
+
+    Checks image size, channels, spacing, axis and window; maps zscore/window parts into the first
+    part's intensity space (ct parts only with equal clip bounds), refusing with the reason
+    otherwise. Every image keeps its site (meta/site); every part's content hash and provenance
+    are recorded. synthetic + synthetic -> synthetic, real + real -> real (the pooled baseline);
+    any other mix is exit 2 unless --allow-mixed.
+
+    Examples:
+
+      medcondense merge syn_a.h5 syn_b.h5 -o syn_ab.h5
+
+      medcondense merge a.h5 b.h5 --site-names hospital_a,hospital_b -o pooled.h5 --json
+    """
+    from medcondense.config import MergeConfig
+
+    cfg = _config_or_exit(lambda: build_config(
+        MergeConfig, **_common(config, sets),
+        inputs=[str(p) for p in inputs], output=str(output) if output else None,
+        site_names=_split_list(site_names), allow_mixed=allow_mixed, overwrite=overwrite,
+    ))
+    _run_stage("medcondense.merge.pipeline", cfg, as_json=as_json, quiet=quiet, verbose=verbose)
+
+
 # export ---------------------------------------------------------------------------------------
 @app.command()
 def export(
     data: Path = typer.Argument(..., help="A medcondense HDF5 (synthetic, subset or real)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output folder [default: <input name>_export beside the input]."),
-    formats: Optional[str] = typer.Option(None, "--format", help="png | nifti | dicom | npz | card | all, comma-separated [default: png]."),
+    formats: Optional[str] = typer.Option(None, "--format", help="png | nifti | dicom | npz | card | protocol | all (all but protocol), comma-separated [default: png]."),
     stack: Optional[bool] = typer.Option(None, "--stack/--no-stack", help="NIfTI: one stack per class instead of one file per image."),
     uid_root: Optional[str] = typer.Option(None, "--uid-root", help="DICOM UID root for the fresh UIDs [default: pydicom's]."),
     report: Optional[List[Path]] = typer.Option(None, "--report", help="An evaluate or score JSON whose numbers go into the data card (repeatable)."),
@@ -419,9 +469,10 @@ def export(
 
     Formats: png (per image + class grid), nifti (modality values, affine from the spacing),
     dicom (Secondary Capture, one series per class, no patient data, values restored to the
-    ingest window), npz (MedMNIST keys train/val/test_images/_labels), card (CARD.md + card.json).
-    The output folder is written whole or not at all. Real images (kind real or subset) are never
-    called synthetic, and DICOM of them needs --allow-real.
+    ingest window), npz (MedMNIST keys train/val/test_images/_labels), card (CARD.md + card.json),
+    protocol (protocol.yaml: the settings and class names other sites pass to ingest --protocol).
+    The output folder is written whole or not at all. Real images (kind real, subset or mixed) are
+    never called synthetic, and DICOM of them needs --allow-real.
 
     Examples:
 

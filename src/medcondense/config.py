@@ -49,6 +49,7 @@ class IngestConfig:
     workers: int = 1
     on_error: str = "skip"
     rejects: str | None = None
+    protocol: str | None = None  # a set or protocol YAML pinning the image-shaping settings
     seed: int = 0
     overwrite: bool = False
 
@@ -98,13 +99,14 @@ class EvaluateConfig:
     """Options of ``medcondense evaluate``."""
 
     inputs: list[str] = field(default_factory=list)
-    real: str | None = None
+    real: str | list[str] | None = None  # several files: cross-site evaluation (one site each)
     models: int = 5
     epochs: int | None = None
     arch: str = "convnet"
     train_aug: str | None = None  # None: "none", but an MTT set (learned_lr) trains with "dsa"
     baselines: list[str] = field(default_factory=lambda: ["random", "full"])
     test_site: str | None = None
+    per_site: bool = False  # one real file holding several sites: test at each (cross-site)
     lr: float | None = None  # None: 0.01, but an MTT set trains at its learned_lr
     batch_size: int = 256
     full_steps: int = 1000  # SGD-step budget of the full-train-split baseline (see docs/evaluate.md)
@@ -136,9 +138,21 @@ class ScoreConfig:
     output: str | None = None
     full_steps: int = 1000  # as evaluate.full_steps, so both stages share one cached full baseline
     embed_nets: int = 3
+    per_site: bool = False  # also the indicator and privacy audit per recorded site
     max_per_class: int = 500
     ssim_topk: int = 8
     allow_mismatch: bool = False
+
+
+@dataclass
+class MergeConfig:
+    """Options of ``medcondense merge``."""
+
+    inputs: list[str] = field(default_factory=list)
+    output: str | None = None
+    site_names: list[str] = field(default_factory=list)
+    allow_mixed: bool = False
+    overwrite: bool = False
 
 
 @dataclass
@@ -162,6 +176,7 @@ SECTIONS: dict[str, type] = {
     "evaluate": EvaluateConfig,
     "score": ScoreConfig,
     "export": ExportConfig,
+    "merge": MergeConfig,
 }
 
 C = TypeVar("C")
@@ -292,6 +307,22 @@ def build_config(
                 )
             values[name] = _coerce(cls, name, value, getattr(defaults, name))
     return dataclasses.replace(defaults, **values)  # type: ignore[type-var]
+
+
+def explicit_options(
+    cls: type,
+    *,
+    config_files: Iterable[str | Path] = (),
+    set_options: Iterable[str] = (),
+    **cli_values: Any,
+) -> set[str]:
+    """The option names a user gave in any layer (YAML, ``--set`` or the command line), as opposed
+    to those left at their defaults; ``ingest --protocol`` refuses given options that contradict it."""
+    section = next(name for name, klass in SECTIONS.items() if klass is cls)
+    names = set(load_yaml_files(config_files).get(section, {}))
+    names |= set(parse_set_options(set_options).get(section, {}))
+    names |= {k for k, v in cli_values.items() if v is not None}
+    return names
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

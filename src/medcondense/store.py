@@ -30,11 +30,21 @@ from medcondense.atomic import atomic_path
 from medcondense.errors import ConfigError, RuntimeFailure, StoreError
 
 SCHEMA_NAME = "medcondense"
-SCHEMA_VERSION = 1
-SCHEMA = f"{SCHEMA_NAME}/{SCHEMA_VERSION}"
+# Files are written as schema 1 unless they use a feature a schema-1 reader would misread (see
+# :func:`schema_for`); this version reads both. docs/format.md lists what schema 2 adds.
+SCHEMA_VERSION = 2
+SCHEMA = f"{SCHEMA_NAME}/1"
+SCHEMA_V2 = f"{SCHEMA_NAME}/2"
 #: expert trajectories for MTT (distill/experts.py): networks trained on real data, never an image set
 EXPERTS_SCHEMA = "medcondense-experts/1"
-KINDS = ("real", "synthetic", "subset")
+KINDS = ("real", "synthetic", "subset", "mixed")
+# Kinds and root attributes that only schema 2 knows. ``mixed`` (a merge of synthetic and real
+# images, made only with ``merge --allow-mixed``) must count as real everywhere; a schema-1 reader
+# would not know it. #8 (privacy) and #14 (factorised images) add their features here.
+V2_KINDS = ("mixed",)
+V2_ATTRS: tuple[str, ...] = ("dp",)
+# Kinds that hold real patient images (DICOM export needs --allow-real, distill refuses mixed).
+REAL_KINDS = ("real", "subset", "mixed")
 SPLIT_TRAIN, SPLIT_VAL, SPLIT_TEST = 0, 1, 2
 SPLIT_NAMES = {SPLIT_TRAIN: "train", SPLIT_VAL: "val", SPLIT_TEST: "test"}
 
@@ -179,6 +189,14 @@ def hash_files(paths: list[Path], extra: Any = None) -> str:
 # --------------------------------------------------------------------------- writing
 
 
+def schema_for(image_set: ImageSet) -> str:
+    """``medcondense/2`` when the set uses a schema-2 feature (kind ``mixed``, a :data:`V2_ATTRS`
+    attribute), else ``medcondense/1``, so files older readers understand stay readable by them."""
+    if image_set.kind in V2_KINDS or any(name in image_set.attrs for name in V2_ATTRS):
+        return SCHEMA_V2
+    return SCHEMA
+
+
 def _encode_attr(name: str, value: Any) -> Any:
     if name in PLAIN_ATTRS:
         return "" if value is None else str(value)
@@ -276,7 +294,7 @@ def _file_image(image_set: ImageSet, digest: str) -> bytes:
         _write_arrays(f, image_set)
         attrs = dict(image_set.attrs)
         attrs.update(
-            schema=SCHEMA,
+            schema=schema_for(image_set),
             kind=image_set.kind,
             class_names=list(image_set.class_names),
             content_hash=digest,
@@ -371,7 +389,7 @@ def _check_schema(attrs: dict[str, Any], path: str | Path) -> None:
         raise StoreError(f"unreadable schema {schema!r}", path=path) from None
     if version > SCHEMA_VERSION:
         raise StoreError(
-            f"written by a newer medcondense (schema {schema}); this version reads {SCHEMA}",
+            f"written by a newer medcondense (schema {schema}); this version reads up to {SCHEMA_V2}",
             path=path, hint="upgrade medcondense",
         )
 

@@ -122,9 +122,12 @@ def load_real(path: str | Path, ipc: int) -> store.ImageSet:
     train = image_set.part(store.SPLIT_TRAIN)
     counts = np.bincount(train.labels, minlength=image_set.num_classes)
     empty = [image_set.class_names[k] for k in np.flatnonzero(counts == 0)]
-    if empty:
-        raise ConfigError(f"class(es) {', '.join(empty)} have no train images; distill needs every class in the train split", path=path)
-    short = [f"{image_set.class_names[k]} ({counts[k]})" for k in np.flatnonzero(counts < ipc)]
+    if len(empty) == image_set.num_classes:
+        raise ConfigError("the set has no train images", path=path)
+    if empty:  # a site without such patients (kept by a shared protocol, so files still merge)
+        log.warning("class(es) %s have no train images here: kept in the class list, no images are "
+                    "distilled for them", ", ".join(empty))
+    short = [f"{image_set.class_names[k]} ({counts[k]})" for k in np.flatnonzero((counts < ipc) & (counts > 0))]
     if short:
         raise ConfigError(
             f"--ipc {ipc} is larger than the train images of class(es) {', '.join(short)}; "
@@ -168,6 +171,8 @@ def run(config: DistillConfig, *, hooks: Any = None) -> dict[str, Any]:
     laterality = bool(real.attrs.get("laterality", True))
     output = Path(config.output)
     seed_everything(config.seed, config.deterministic)
+    full_names = list(real.class_names)
+    real, present = classes_with_train_images(real)
     if is_coreset(config.method):
         hp = _coreset_hyperparameters(config)
         run_key = run_key_for(source_hash, hp)
@@ -182,6 +187,8 @@ def run(config: DistillConfig, *, hooks: Any = None) -> dict[str, Any]:
         runkey.skip_if_done(output, run_key, config.overwrite, runkey.hdf5_record(_summary_from_attrs))
         result = _run_synthetic(config, real, hp_obj, run_key, source_hash, device, hooks)
     out_set = result.pop("image_set")
+    out_set.labels = present[out_set.labels]  # back to the input's class indices
+    out_set.class_names = full_names
     out_set.attrs.update(
         method=config.method, ipc=config.ipc, source_hash=source_hash, hyperparameters=hp, run_key=run_key,
         provenance=_provenance(config, source_hash, device, started, hp, result),
@@ -230,8 +237,23 @@ def _output_meta(real: store.ImageSet, n: int) -> dict[str, np.ndarray]:
     return {"spacing": np.tile(median, (n, 1)).astype(np.float32)}
 
 
+def classes_with_train_images(real: store.ImageSet) -> tuple[store.ImageSet, np.ndarray]:
+    """The set restricted to the classes that have train images (relabelled 0..K-1), and the
+    original index of each kept class; the set itself when every class has some."""
+    counts = np.bincount(real.labels[real.split == store.SPLIT_TRAIN], minlength=real.num_classes)
+    present = np.flatnonzero(counts > 0)
+    if len(present) == real.num_classes:
+        return real, present
+    keep = np.isin(real.labels, present)
+    subset = real.select(keep)
+    subset.labels = np.searchsorted(present, subset.labels).astype(np.int64)
+    subset.class_names = [real.class_names[k] for k in present]
+    return subset, present
+
+
 def _copied_attrs(real: store.ImageSet) -> dict[str, Any]:
-    keep = ("normalization", "preprocessing", "modality", "laterality", "burned_in_images")
+    # ``sites``: which sites' patients the set was distilled from (merge names parts by it)
+    keep = ("normalization", "preprocessing", "modality", "laterality", "burned_in_images", "sites")
     return {k: real.attrs[k] for k in keep if k in real.attrs}
 
 

@@ -9,6 +9,7 @@ then write the report JSON and the plot (:mod:`.report`). The report's keys are 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -23,6 +24,7 @@ from medcondense.evaluate.baselines import BASELINES, BaselineCache, compute_bas
 from medcondense.evaluate.data import InputSet, RealData, load_input, load_real
 from medcondense.evaluate.protocol import TRAIN_AUGS, evaluate_plan, make_plan, plan_for_input
 from medcondense.evaluate.report import render, write_plot
+from medcondense.evaluate.sites import real_paths, run_cross_site
 from medcondense.nets import NETS
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,12 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
 
     started = time.time()
     _check_config(config)
+    reals = real_paths(config.real)
+    if len(reals) > 1 or config.per_site:
+        return run_cross_site(config, reals, started)
+    if not reals:
+        raise ConfigError("give the real data set to test on with --real")
+    config = dataclasses.replace(config, real=reals[0])
     real = load_real(config.real, config.test_site)
     inputs = [load_input(p, real, allow_mismatch=config.allow_mismatch) for p in config.inputs]
     run_key = _run_key(config, real, inputs)

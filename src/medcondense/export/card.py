@@ -117,6 +117,11 @@ def _statement(ctx: ExportContext) -> str:
         return (f"SYNTHETIC images made by dataset distillation ({ctx.method}, "
                 f"{s.attrs.get('ipc', '?')} images per class) from a real data set. No image is a patient's image; "
                 "see the privacy audit for how close any comes to a real training image.")
+    if s.kind == "mixed":
+        sites = ", ".join(s.attrs.get("sites") or []) or "several sites"
+        return (f"MIXED: {s.n} images merged from {sites}, some of them REAL patient images and some synthetic "
+                "(`medcondense merge --allow-mixed`). The set is treated as real data throughout; "
+                "identifiers were removed on export.")
     if s.kind == "subset":
         return (f"REAL patient images: a coreset of {s.n} images picked by {ctx.method} from a real data set. "
                 "These are not synthetic. Identifiers were removed on export.")

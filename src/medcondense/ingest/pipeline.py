@@ -26,6 +26,7 @@ from medcondense.atomic import atomic_path
 from medcondense.config import IngestConfig, config_to_dict, default_data_path
 from medcondense.errors import ConfigError, NoUsableInputError
 from medcondense.ingest import deid, dicom, labels, normalize, split
+from medcondense.ingest import protocol as proto
 from medcondense.ingest import window as win
 from medcondense.ingest.discover import Candidate, discover, mask_for
 from medcondense.ingest.nifti import NiftiVolume, fill_nonfinite, load_canonical, mask_slices, plane_spacing, take_slice
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 ON_ERROR = ("skip", "fail")
 CHANNELS = ("grey", "keep")
 # options that do not change the output, left out of the run key
-_NOT_IN_KEY = ("overwrite", "workers", "on_error", "rejects", "output")
+_NOT_IN_KEY = ("overwrite", "workers", "on_error", "rejects", "output", "protocol")
 
 
 # ------------------------------------------------------------------------------ options
@@ -239,6 +240,7 @@ class Context:
     anonymous: int = 0
     windows: Counter = field(default_factory=Counter)
     burned_in: int = 0  # kept images whose file says BurnedInAnnotation/RecognizableVisualFeatures YES
+    protocol: proto.Protocol | None = None
 
 
 # ------------------------------------------------------------------------------ workers
@@ -506,9 +508,13 @@ def stack_images(images: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def key_config(config: IngestConfig) -> dict[str, Any]:
-    """The config fields that change the output (the run key's extra)."""
-    return {k: v for k, v in config_to_dict(config).items() if k not in _NOT_IN_KEY}
+def key_config(config: IngestConfig, protocol: proto.Protocol | None = None) -> dict[str, Any]:
+    """The config fields that change the output (the run key's extra): the protocol by content,
+    not by file name."""
+    key = {k: v for k, v in config_to_dict(config).items() if k not in _NOT_IN_KEY}
+    if protocol is not None:
+        key["protocol"] = protocol.to_dict()
+    return key
 
 
 def _summary_from_attrs(output: Path, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -517,6 +523,27 @@ def _summary_from_attrs(output: Path, attrs: dict[str, Any]) -> dict[str, Any]:
         "output": str(output), "images": attrs.get("n"), "image_shape": attrs.get("image_shape"),
         "classes": attrs.get("class_names"), "content_hash": attrs.get("content_hash"),
     }
+
+
+def protocol_classes(protocol: proto.Protocol, found: list[str]) -> list[str]:
+    """The protocol's class names, in its order; ConfigError for a label it does not know."""
+    unknown = sorted(set(found) - set(protocol.class_names))
+    if unknown:
+        raise ConfigError(
+            f"class(es) {', '.join(map(repr, unknown))} are not in the protocol's classes "
+            f"({', '.join(protocol.class_names)}); rename them or use another protocol",
+            path=protocol.origin or None,
+        )
+    return list(protocol.class_names)
+
+
+def warn_classes_without_train(class_names: list[str], y: np.ndarray, train: np.ndarray) -> None:
+    """A protocol class with no train image here is kept (so files merge), with a warning."""
+    counts = np.bincount(y[train], minlength=len(class_names))
+    for name, count in zip(class_names, counts):
+        if count == 0:
+            log.warning("class %r has no train images at this site: kept (as the protocol says); "
+                        "distill writes no images for it", name)
 
 
 def rejects_path(config: IngestConfig, output: Path) -> Path:
@@ -536,6 +563,10 @@ def run(config: IngestConfig) -> dict[str, Any]:
         The output exists and was made from identical inputs and options.
     """
     started = time.time()
+    protocol = None
+    if config.protocol:
+        protocol = proto.load(config.protocol)
+        config = proto.apply(config, protocol)
     options = check_options(config)
     if not config.inputs:
         raise NoUsableInputError("no input folders or files given")
@@ -554,13 +585,13 @@ def run(config: IngestConfig) -> dict[str, Any]:
         rejects.add(path, reason)
     check_memory(found.candidates, config)
     files = [Path(c.path) for c in found.candidates] + ([csv_path] if csv_path else [])
-    run_key = store.hash_files(files, key_config(config))
+    run_key = store.hash_files(files, key_config(config, protocol))
     skip_if_done(output, run_key, config.overwrite, hdf5_record(_summary_from_attrs))
     manifest = labels.read_manifest(csv_path) if csv_path else None
     from medcondense.console import progress
 
     with mapper(config.workers) as pool_map:
-        ctx = Context(config, options, deid.site_secret(), manifest, rejects, pool_map)
+        ctx = Context(config, options, deid.site_secret(), manifest, rejects, pool_map, protocol=protocol)
         dicoms = [c for c in found.candidates if c.kind == "dicom"]
         niftis = [c for c in found.candidates if c.kind == "nifti"]
         headers = read_dicom_headers(ctx, dicoms)
@@ -592,12 +623,18 @@ def _finish(ctx: Context, output: Path, run_key: str, report: Path, started: flo
     """Normalize, split and write the collected images; build the summary."""
     cfg, out = ctx.config, ctx.out
     images = stack_images(out.images)
-    index = labels.class_index(out.labels)
-    class_names = sorted(index)
+    class_names = protocol_classes(ctx.protocol, out.labels) if ctx.protocol else sorted(labels.class_index(out.labels))
+    index = {name: i for i, name in enumerate(class_names)}
     y = np.array([index[name] for name in out.labels], dtype=np.int64)
     codes = split.assign(out.patients, list(y), out.fixed_split, ctx.options.fractions, cfg.seed)
     train = codes == store.SPLIT_TRAIN
-    params = normalize.fit(images, train, cfg.normalize, tuple(cfg.percentiles))
+    pinned = ctx.protocol.pinned_params() if ctx.protocol else None
+    if pinned is not None and cfg.normalize == ctx.protocol.normalization["method"]:
+        params = pinned  # the source site's constants: every site lands in one intensity space
+    else:
+        params = normalize.fit(images, train, cfg.normalize, tuple(cfg.percentiles))
+    if ctx.protocol:
+        warn_classes_without_train(class_names, y, train)
     images = normalize.apply(images, cfg.normalize, params)
     modality = cfg.modality or (out.modalities.most_common(1)[0][0] if out.modalities else "OT")
     if len(out.modalities) > 1 and not cfg.modality:
@@ -609,6 +646,7 @@ def _finish(ctx: Context, output: Path, run_key: str, report: Path, started: flo
         "channels": cfg.channels, "resample": "SimpleITK linear, centred square pad, block-mean anti-alias",
     }
     paths = list(cfg.inputs) + [str(output)] + ([cfg.labels_csv] if cfg.labels_csv else [])
+    paths += [cfg.protocol] if cfg.protocol else []
     from medcondense.provenance import make_provenance
 
     attrs = {
@@ -622,6 +660,12 @@ def _finish(ctx: Context, output: Path, run_key: str, report: Path, started: flo
         # copied into distilled sets, so every export can say BurnedInAnnotation YES
         "burned_in_images": int(ctx.burned_in),
     }
+    if ctx.protocol:
+        preprocessing["protocol"] = {"content_hash": ctx.protocol.source.get("content_hash"),
+                                     "class_names": list(ctx.protocol.class_names)}
+    site_names = sorted({s for s in out.sites if s})
+    if site_names:
+        attrs["sites"] = site_names
     meta = {
         "source_path": np.array(out.sources, dtype=object),
         "series_key": np.array(out.series, dtype=object),

@@ -225,6 +225,11 @@ def run(config: ScoreConfig) -> dict:
     }
     if syn is not None:
         result["syn"] = _syn_report(config, syn, real_train, train_index, nets, train_emb, train_y, mean, std, device)
+    if config.per_site:
+        from medcondense.score.sites import per_site_report
+
+        syn_emb = _embed_all(nets, standardize(syn.images, mean, std).to(device)) if syn is not None else None
+        result["per_site"] = per_site_report(config, judge, syn, syn_emb, train_emb, device)
     result["wall_time_s"] = round(time.time() - started, 3)
     if config.output:
         write_json(config.output, result)
@@ -315,3 +320,20 @@ def render(result: dict, console: Any) -> None:
     _render_before(result, console)
     if result.get("syn"):
         _render_after(result["syn"], console)
+    if result.get("per_site"):
+        _render_sites(result["per_site"], console)
+
+
+def _render_sites(per_site: dict, console: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title="per site: indicator (random / full at the site) and privacy audit against the site's train images")
+    for col in ("site", "train", "test", "full acc", "random / full by IPC", "near-copies"):
+        table.add_column(col)
+    for name, entry in per_site.items():
+        full = entry.get("full_data")
+        rel = ", ".join(f"{row['ipc']}: {row['random_rel']:.3f}" for row in entry.get("ipc", []) if row.get("random_rel") is not None)
+        privacy = entry.get("privacy")
+        table.add_row(name, str(entry["n_train"]), str(entry["n_test"]), f"{full['accuracy']:.3f}" if full else "-",
+                      rel or entry.get("note", "-"), str(privacy["near_copies"]) if privacy else "-")
+    console.print(table)
