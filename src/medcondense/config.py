@@ -49,6 +49,10 @@ class IngestConfig:
     rejects: str | None = None
     seed: int = 0
     overwrite: bool = False
+    # DICOMweb inputs (medcondense.ingest.dicomweb)
+    studies: list[str] = field(default_factory=list)
+    query: str | None = None
+    cache: str | None = None
 
 
 @dataclass
