@@ -143,7 +143,8 @@ def test_study_and_accession_sheets_match_the_folder(tree, server, tmp_path):
         pairs = sorted({(r[key], r["label"]) for r in records})
         sheet = write_sheet(tmp_path / f"{key}.csv", [key, "label"], pairs)
         folder = ingest(tree["root"], "--labels", sheet, "-o", tmp_path / f"{key}_folder.h5")
-        url = ingest(server, "--labels", sheet, "-o", tmp_path / f"{key}_url.h5")
+        workers = ("--workers", "2") if key == "accession" else ()  # reader processes retrieve too
+        url = ingest(server, "--labels", sheet, "-o", tmp_path / f"{key}_url.h5", *workers)
         assert folder.exit_code == 0 and url.exit_code == 0, folder.output + url.output
         # the patient keys come from PatientID here (no patient column): equal on both paths
         assert_same(tmp_path / f"{key}_folder.h5", tmp_path / f"{key}_url.h5")
@@ -324,3 +325,26 @@ def test_missing_extra_is_named(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stderr
     assert "medcondense[pacs]" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_interrupt_while_the_server_stalls_exits_130_without_output(tmp_path):
+    """A server that accepts the connection and never answers; Ctrl-C ends the run cleanly."""
+    import signal
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        listener.settimeout(60)
+        port = listener.getsockname()[1]
+        env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "MEDCONDENSE_SALT": "s"}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "medcondense", "ingest", f"http://127.0.0.1:{port}/dicom-web",
+             "--study", "1.2.3", "--label-tag", "Modality", "-o", str(tmp_path / "d.h5")],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        connection, _ = listener.accept()  # the QIDO request is on its way: the run is waiting
+        with connection:
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130 and "interrupted" in stderr
+    assert not list(tmp_path.iterdir())

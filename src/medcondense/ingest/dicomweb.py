@@ -84,8 +84,8 @@ def _requests():
 
 
 def _quiet_libraries() -> None:
-    """dicomweb-client and urllib3 log request URLs (they hold UIDs): keep them out of stderr."""
-    for name in ("dicomweb_client", "urllib3"):
+    """dicomweb-client, urllib3 and retrying log request URLs (they hold UIDs): keep them out of stderr."""
+    for name in ("dicomweb_client", "urllib3", "retrying"):
         logger = logging.getLogger(name)
         if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
             logger.addHandler(logging.NullHandler())
@@ -151,6 +151,10 @@ def _reason(exc: BaseException) -> tuple[str, bool]:
         if code in (401, 403):
             return f"refused access (HTTP {code})", True
         return f"answered HTTP {code}", False
+    if type(exc).__name__ == "RetryError":  # dicomweb-client gave up retrying 408/429/503/504
+        response = getattr(getattr(exc, "last_attempt", None), "value", None)
+        code = getattr(response, "status_code", "?")
+        return f"kept answering HTTP {code} ({RETRY_ATTEMPTS} attempts)", True
     if isinstance(exc, requests.exceptions.SSLError):
         return "TLS error (check the certificate, or REQUESTS_CA_BUNDLE)", True
     if isinstance(exc, (requests.Timeout,)):

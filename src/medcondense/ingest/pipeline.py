@@ -266,6 +266,9 @@ def file_facts(ctx: Context, path: str, root: str, tag_label: str | None,
         return row.label, row
     if tag_label is not None:
         return tag_label, None
+    if dicomweb.is_url(root):  # no folders on a server to fall back on
+        ctx.rejects.add(path, f"no {ctx.config.label_tag} value to take the label from")
+        return None
     label, in_root = labels.folder_label(path, root)
     if in_root and root not in ctx.root_warned:
         ctx.root_warned.add(root)
