@@ -262,22 +262,33 @@ def test_nothing_written_outside_the_output_and_rerun_key(tree, server, tmp_path
     assert len(list(cache.glob("*.dcm"))) == sum(r["study_uid"] == record["study_uid"] for r in tree["records"])
     # another instance in the study changes the QIDO listing: not the same run any more
     import pydicom
+    import requests
     from dicomweb_client.api import DICOMwebClient
     from pydicom.uid import generate_uid
 
-    ds = pydicom.dcmread(tree["root"] / record["path"])
-    ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    DICOMwebClient(server).store_instances([ds])
+    from medcondense.ingest.dicom import DecodeError
+    from medcondense.ingest.dicomweb import RemoteInstance
+
+    rest = server.rsplit("/", 1)[0]
+    original = pydicom.dcmread(tree["root"] / record["path"])
+    added = pydicom.dcmread(tree["root"] / record["path"])
+    added.SeriesInstanceUID, added.SOPInstanceUID = generate_uid(), generate_uid()
+    added.file_meta.MediaStorageSOPInstanceUID = added.SOPInstanceUID
+    DICOMwebClient(server).store_instances([added])
     try:
         again = run()
         assert again.returncode == 2 and "--overwrite" in again.stderr
-    finally:
-        import requests
-
-        # keep the module's server as the other tests expect it
-        found = requests.post(server.rsplit("/", 1)[0] + "/tools/lookup", data=ds.SOPInstanceUID).json()
-        requests.delete(server.rsplit("/", 1)[0] + "/instances/" + found[0]["ID"])
+        # resume: an instance gone from the server still loads from the cache
+        ref = (server, record["study_uid"], record["series_uid"], record["sop_uid"])
+        orthanc_id = requests.post(rest + "/tools/lookup", data=record["sop_uid"]).json()[0]["ID"]
+        requests.delete(rest + "/instances/" + orthanc_id).raise_for_status()
+        with pytest.raises(DecodeError, match="HTTP 404"):
+            RemoteInstance(*ref).load()
+        assert RemoteInstance(*ref, cache=str(cache)).load().SOPInstanceUID == record["sop_uid"]
+    finally:  # leave the module's server as the other tests expect it
+        found = requests.post(rest + "/tools/lookup", data=added.SOPInstanceUID).json()
+        requests.delete(rest + "/instances/" + found[0]["ID"])
+        DICOMwebClient(server).store_instances([original])
 
 
 def test_compressed_and_multiframe_instances(server, tmp_path):

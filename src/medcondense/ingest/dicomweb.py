@@ -5,9 +5,10 @@ ones chosen (``--study``, ``--query``, or the rows of a study/series/accession/p
 CSV; never the whole archive). QIDO-RS lists their series and instances (the listing's hash is
 part of the run key, so an unchanged listing makes a rerun a no-op); WADO-RS gives each series'
 metadata, from which the usual :class:`~medcondense.ingest.dicom.Header` objects are built
-(grouping, ordering and rejects as for files), and then each instance, one at a time per reader
-process (``--workers``), asking for the stored transfer syntax (``transfer-syntax=*``). Instances
-live in memory only, unless ``--cache DIR`` keeps them for a resumed run.
+(grouping, ordering and rejects as for files), and then the instances, in bounded batches
+(:data:`BATCH` at a time, :data:`CONCURRENT_REQUESTS` requests in flight), asking for the stored
+transfer syntax (``transfer-syntax=*``); they are decoded like files (in reader processes with
+``--workers``). Instances live in memory only, unless ``--cache DIR`` keeps them for a resumed run.
 
 Credentials come only from the environment (:data:`TOKEN_ENV`, or :data:`USER_ENV` and
 :data:`PASSWORD_ENV`) or ``~/.netrc``; never from options, and no message names them. Errors
@@ -20,10 +21,11 @@ import hashlib
 import logging
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qsl, urlsplit
 
 from medcondense.errors import ConfigError, NoUsableInputError
@@ -40,6 +42,9 @@ AUTH_HINT = f"set {TOKEN_ENV}, or {USER_ENV} and {PASSWORD_ENV}, or a ~/.netrc e
 ANY_SYNTAX = (("application/dicom", "*"),)
 TIMEOUT_S = 60.0
 RETRY_ATTEMPTS = 3
+# WADO-RS retrieval: instances held in memory at once, and requests in flight at once
+BATCH = 16
+CONCURRENT_REQUESTS = 4
 STUDY_UID, SERIES_UID, SOP_UID = "0020000D", "0020000E", "00080018"
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
@@ -439,3 +444,45 @@ def write_cache(ds, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """An instance already retrieved (or the reason it could not be): what a reader gets."""
+
+    dataset: Any = None
+    reason: str | None = None
+
+    def load(self):
+        from medcondense.ingest.dicom import DecodeError
+
+        if self.reason is not None:
+            raise DecodeError(self.reason)
+        return self.dataset
+
+
+def _retrieve(source: Any) -> Any:
+    from medcondense.ingest.dicom import DecodeError
+
+    if not isinstance(source, RemoteInstance):
+        return source
+    try:
+        return Retrieved(source.load())
+    except DecodeError as exc:
+        return Retrieved(reason=str(exc))
+
+
+def batched(mapper: Callable[..., Iterable[Any]], task: Callable, items: list[tuple], *,
+            batch: int = BATCH) -> Iterator[Any]:
+    """``mapper(task, items)`` for items whose first element may be a :class:`RemoteInstance`:
+    retrieved :data:`BATCH` at a time with :data:`CONCURRENT_REQUESTS` requests in flight
+    (threads: the wait is the network's), then decoded by the mapper (processes with
+    ``--workers``). At most one batch of raw instances is in memory."""
+    pool = ThreadPoolExecutor(max_workers=CONCURRENT_REQUESTS, thread_name_prefix="wado")
+    try:
+        for start in range(0, len(items), batch):
+            chunk = items[start:start + batch]
+            sources = list(pool.map(_retrieve, [item[0] for item in chunk]))
+            yield from mapper(task, [(source, *item[1:]) for source, item in zip(sources, chunk)])
+    finally:  # Ctrl-C or an error: drop queued requests, do not wait for them
+        pool.shutdown(wait=False, cancel_futures=True)

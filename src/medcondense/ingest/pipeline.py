@@ -318,7 +318,10 @@ def ingest_dicom_unit(ctx: Context, unit: dicom.Unit) -> None:
         tasks = [(h.source or h.path, None, h.pixel_spacing, cfg.size, cfg.spacing, cfg.channels) for h, _ in jobs]
     facts = {h.path: file_facts(ctx, h.path, h.root, h.label, h) for h, _ in jobs}
     todo = [(t, h, idx) for t, (h, idx) in zip(tasks, jobs) if facts[h.path] is not None]
-    results = ctx.mapper(dicom_task, [t for t, _, _ in todo], chunksize=max(1, len(todo) // (4 * cfg.workers)))
+    if first.source is not None:  # DICOMweb: retrieved in bounded batches
+        results = dicomweb.batched(ctx.mapper, dicom_task, [t for t, _, _ in todo])
+    else:
+        results = ctx.mapper(dicom_task, [t for t, _, _ in todo], chunksize=max(1, len(todo) // (4 * cfg.workers)))
     images: list[np.ndarray] = []
     kept: list[tuple[dicom.Header, int, float]] = []
     for (_, h, idx), result in zip(todo, results):
