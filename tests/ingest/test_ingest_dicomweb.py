@@ -162,8 +162,12 @@ def test_unmatched_rows_and_unlabelled_study_are_reported(tree, server, tmp_path
     left_out = studies[0][0]
     sheet = write_sheet(tmp_path / "short.csv", ["study_uid", "label"], studies[1:])
     picks = [a for s, _ in studies for a in ("--study", s)]
-    result = ingest(server, *picks, "--labels", sheet, "-o", tmp_path / "short.h5", "--json")
+    query = f"AccessionNumber={records[0]['accession']}"  # adds no study: --study lists them all
+    result = ingest(server, *picks, "--query", query, "--labels", sheet, "-o", tmp_path / "short.h5", "--json")
     assert result.exit_code == 4, result.output
+    provenance = json.dumps(store.read_attrs(tmp_path / "short.h5")["provenance"])
+    assert "<study1>" in provenance and "<query>" in provenance
+    assert_no_phi(tree["phi"], provenance.encode(), (tmp_path / "short.h5").read_bytes())
     report = (tmp_path / "short.h5.rejects.csv").read_text()
     wanted = [r for r in records if r["study_uid"] == left_out]
     assert len(report.strip().splitlines()) == 1 + len(wanted)
