@@ -47,10 +47,17 @@ def find_orthanc() -> tuple[str, str]:
     return exe, plugin  # type: ignore[return-value]
 
 
+PACKAGED_PORTS = {8042, 4242}  # the packaged service's HTTP and DICOM ports: never ours
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now (the OS's choice), never the packaged service's."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in PACKAGED_PORTS:
+            return port
 
 
 def _up(url: str, auth: tuple[str, str] | None) -> bool:

@@ -1,5 +1,5 @@
-"""``medcondense ingest``: discover (or list on a DICOMweb server) -> read -> group/sort -> select slices -> resample -> window
--> normalize -> labels -> split -> one HDF5 file (written atomically).
+"""``medcondense ingest``: discover (or list on a DICOMweb server) -> read -> group/sort -> select
+slices -> resample -> window -> normalize -> labels -> split -> one HDF5 file (written atomically).
 
 Memory stays at one volume: each file is decoded, resampled to the small output size at once
 (in worker processes with ``--workers``), and only those small images are kept. Windowing runs
