@@ -261,6 +261,18 @@ def choose(client, url: str, *, studies: list[str], query: str | None, sheet) ->
 # ------------------------------------------------------------------------------ listing
 
 
+def _series_of(client, study: str) -> list[dict]:
+    """QIDO-RS series of a study; an unknown study is an empty list (some servers answer 404)."""
+    import requests
+
+    try:
+        return client.search_for_series(study, get_remaining=True) or []
+    except requests.HTTPError as exc:
+        if exc.response is not None and exc.response.status_code == 404:
+            return []
+        raise
+
+
 @dataclass
 class Listing:
     """What QIDO-RS listed: (root URL, study, series, instance) UIDs of every instance to read."""
@@ -297,7 +309,7 @@ def list_instances(urls: list[str], *, studies: list[str], query: str | None, sh
         wanted += [s for s in selection.studies if s not in wanted]
         with talking_to(url):
             for study in selection.studies:
-                series = _uids(client.search_for_series(study, get_remaining=True), SERIES_UID)
+                series = _uids(_series_of(client, study), SERIES_UID)
                 if selection.series is not None:
                     series = [s for s in series if s in selection.series.get(study, set())]
                 if series:
@@ -423,7 +435,7 @@ class RemoteInstance:
             except Exception:  # noqa: BLE001 - a damaged cache entry is fetched again
                 log.debug("re-fetching a damaged cache entry")
         try:
-            ds = client_for(self.url).retrieve_instance(self.study, self.series, self.sop, media_types=ANY_SYNTAX)
+            ds = self._retrieve()
         except (ConfigError, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001
@@ -431,6 +443,21 @@ class RemoteInstance:
         if cached is not None:
             write_cache(ds, cached)
         return ds
+
+
+    def _retrieve(self):
+        """WADO-RS in the stored syntax; a server that refuses ``transfer-syntax=*`` (HTTP 400 or
+        406) is asked again for its default (it then transcodes, typically to uncompressed)."""
+        import requests
+
+        client = client_for(self.url)
+        try:
+            return client.retrieve_instance(self.study, self.series, self.sop, media_types=ANY_SYNTAX)
+        except requests.HTTPError as exc:
+            if exc.response is None or exc.response.status_code not in (400, 406):
+                raise
+        log.debug("the server refused transfer-syntax=*; retrieving in its default syntax")
+        return client.retrieve_instance(self.study, self.series, self.sop)
 
 
 def write_cache(ds, path: Path) -> None:
