@@ -363,3 +363,50 @@ def test_interrupt_while_the_server_stalls_exits_130_without_output(tmp_path):
             _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130 and "interrupted" in stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_a_server_refusing_any_syntax_is_asked_for_its_default(tmp_path):
+    """A small real HTTP server that answers 406 to transfer-syntax=* and serves the instance
+    uncompressed otherwise: the instance still arrives."""
+    import http.server
+    import threading
+
+    import numpy as np
+    from ingest_helpers import make_dataset
+
+    from medcondense.ingest.dicomweb import RemoteInstance
+
+    ds = make_dataset(np.arange(64, dtype=np.int16).reshape(8, 8), patient="X")
+    ds.save_as(tmp_path / "x.dcm", enforce_file_format=True)
+    body = (tmp_path / "x.dcm").read_bytes()
+    accepts: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            accepts.append(self.headers.get("Accept", ""))
+            if "transfer-syntax=*" in accepts[-1]:
+                self.send_response(406)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            payload = b"--XyZ\r\nContent-Type: application/dicom\r\n\r\n" + body + b"\r\n--XyZ--\r\n"
+            self.send_response(200)
+            self.send_header("Content-Type", 'multipart/related; type="application/dicom"; boundary=XyZ')
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
+        got = RemoteInstance(url, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID).load()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert got.SOPInstanceUID == ds.SOPInstanceUID
+    assert len(accepts) == 2 and "transfer-syntax=*" in accepts[0] and "transfer-syntax=1.2.840.10008.1.2.1" in accepts[1]

@@ -40,6 +40,7 @@ PACS_HINT = 'pip install "medcondense[pacs]"'
 AUTH_HINT = f"set {TOKEN_ENV}, or {USER_ENV} and {PASSWORD_ENV}, or a ~/.netrc entry for the host"
 # WADO-RS: the instance as stored (Orthanc and others transcode to uncompressed otherwise)
 ANY_SYNTAX = (("application/dicom", "*"),)
+UNCOMPRESSED = (("application/dicom", "1.2.840.10008.1.2.1"),)
 TIMEOUT_S = 60.0
 RETRY_ATTEMPTS = 3
 # WADO-RS retrieval: instances held in memory at once, and requests in flight at once
@@ -447,7 +448,7 @@ class RemoteInstance:
 
     def _retrieve(self):
         """WADO-RS in the stored syntax; a server that refuses ``transfer-syntax=*`` (HTTP 400 or
-        406) is asked again for its default (it then transcodes, typically to uncompressed)."""
+        406) is asked again for Explicit VR Little Endian, which every server must offer."""
         import requests
 
         client = client_for(self.url)
@@ -456,8 +457,8 @@ class RemoteInstance:
         except requests.HTTPError as exc:
             if exc.response is None or exc.response.status_code not in (400, 406):
                 raise
-        log.debug("the server refused transfer-syntax=*; retrieving in its default syntax")
-        return client.retrieve_instance(self.study, self.series, self.sop)
+        log.debug("the server refused transfer-syntax=*; retrieving Explicit VR Little Endian")
+        return client.retrieve_instance(self.study, self.series, self.sop, media_types=UNCOMPRESSED)
 
 
 def write_cache(ds, path: Path) -> None:
