@@ -124,20 +124,29 @@ def make_session(url: str):
     return session
 
 
-_CLIENTS: dict[tuple[str, str], Any] = {}
+_CLIENTS: dict[tuple[str, str, bool], Any] = {}
 
 
-def client_for(url: str):
-    """One DICOMweb client per root URL, credentials and process (reader processes build their
-    own; a change of credentials in the environment gets a new session)."""
+def client_for(url: str, *, pixels: bool = False):
+    """One DICOMweb client per root URL, credentials, purpose and process (reader processes build
+    their own; a change of credentials in the environment gets a new session).
+
+    ``pixels``: the client that retrieves instances asks for them without HTTP compression
+    (``Accept-Encoding: identity``): pixel data is often compressed already, and a server's gzip
+    costs more than it saves on a hospital network (Orthanc: 0.25 s instead of 0.01 s for a
+    512x512 CT slice on localhost). QIDO-RS and metadata JSON keep gzip.
+    """
     secret = "\0".join(os.environ.get(n, "") for n in (TOKEN_ENV, USER_ENV, PASSWORD_ENV))
-    key = (url, hashlib.sha256(secret.encode()).hexdigest())
+    key = (url, hashlib.sha256(secret.encode()).hexdigest(), pixels)
     if key not in _CLIENTS:
         _requests()
         _quiet_libraries()
         from dicomweb_client.api import DICOMwebClient
 
-        client = DICOMwebClient(url, session=make_session(url), timeout=TIMEOUT_S)
+        session = make_session(url)
+        if pixels:
+            session.headers["Accept-Encoding"] = "identity"
+        client = DICOMwebClient(url, session=session, timeout=TIMEOUT_S)
         # dicomweb-client retries failed connections and 429/408/503/504 with exponential waits:
         # three attempts, 0.4 s then 0.8 s apart (its default waits half a minute for a dead host)
         client.set_http_retry_params(retry=True, max_attempts=RETRY_ATTEMPTS, wait_exponential_multiplier=200)
@@ -451,7 +460,7 @@ class RemoteInstance:
         406) is asked again for Explicit VR Little Endian, which every server must offer."""
         import requests
 
-        client = client_for(self.url)
+        client = client_for(self.url, pixels=True)
         try:
             return client.retrieve_instance(self.study, self.series, self.sop, media_types=ANY_SYNTAX)
         except requests.HTTPError as exc:
