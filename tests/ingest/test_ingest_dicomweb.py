@@ -158,6 +158,11 @@ def test_unmatched_rows_and_unlabelled_study_are_reported(tree, server, tmp_path
     result = ingest(server, "--labels", extra, "-o", tmp_path / "extra.h5")
     assert result.exit_code == 2 and "1 row(s) match no input image by accession: line(s) 14" in result.output
     assert "ACC-NOWHERE" not in result.output and not (tmp_path / "extra.h5").exists()
+    # QIDO would read ACC91* as a wildcard; a sheet key matches exactly or not at all
+    wild = write_sheet(tmp_path / "wild.csv", ["accession", "label"], [(records[0]["accession"], "a"), ("ACC91*", "x")])
+    result = ingest(server, "--labels", wild, "-o", tmp_path / "wild.h5")
+    assert result.exit_code == 2 and "match no input image by accession: line(s) 3" in result.output
+    assert "of 1 study(ies)" in result.output  # the wildcard listed none of the other 11
     # one study left out of the sheet but read (--study lists all): its instances are rejected
     left_out = studies[0][0]
     sheet = write_sheet(tmp_path / "short.csv", ["study_uid", "label"], studies[1:])
@@ -183,6 +188,11 @@ def test_unknown_study_and_wrong_port_exit_3_naming_the_host(tree, server, tmp_p
                     "-o", tmp_path / "a.h5")
     assert result.exit_code == 3 and host in result.output and "not found" in result.output
     assert "4242" not in result.output  # the UID is not echoed
+    real = tree["records"][0]["study_uid"]
+    studies = write_sheet(tmp_path / "s.csv", ["study_uid", "label"], [(real, "a"), ("1.2.826.0.1.3680043.10.999.4343", "b")])
+    result = ingest(server, "--labels", studies, "-o", tmp_path / "a.h5")
+    assert result.exit_code == 3 and "1 study(ies) not found on " + host in result.output
+    assert "labels CSV's line(s) 3" in result.output and "4343" not in result.output
     port = free_port()
     result = ingest(f"http://127.0.0.1:{port}/dicom-web", "--study", "1.2.3", "--label-tag", "Modality",
                     "-o", tmp_path / "b.h5")

@@ -240,11 +240,11 @@ def choose(client, url: str, *, studies: list[str], query: str | None, sheet) ->
     rows of an identity-keyed labels sheet. ConfigError when nothing says which studies."""
     with talking_to(url):
         if studies or query:
-            chosen = list(dict.fromkeys(studies))
+            chosen = dict.fromkeys(studies)  # an ordered set
             if query:
                 found = client.search_for_studies(search_filters=parse_query(query), get_remaining=True)
-                chosen += [uid for uid in _uids(found, STUDY_UID) if uid not in chosen]
-            return Selection(chosen)
+                chosen.update(dict.fromkeys(_uids(found, STUDY_UID)))
+            return Selection(list(chosen))
         key = getattr(sheet, "key", None)
         if key == "study_uid":
             return Selection(sheet.keys())
@@ -256,12 +256,14 @@ def choose(client, url: str, *, studies: list[str], query: str | None, sheet) ->
                         wanted.setdefault(study, set()).add(uid)
             return Selection(sorted(wanted), wanted)
         if key in ("accession", "patient_id"):
-            keyword = "AccessionNumber" if key == "accession" else "PatientID"
-            chosen = []
+            keyword, tag = ("AccessionNumber", "00080050") if key == "accession" else ("PatientID", "00100020")
+            chosen = {}
             for value in sheet.keys():
                 found = client.search_for_studies(search_filters={keyword: value}, get_remaining=True)
-                chosen += [uid for uid in _uids(found, STUDY_UID) if uid not in chosen]
-            return Selection(chosen)
+                # QIDO matching treats * and ? as wildcards: keep exact matches only
+                exact = [item for item in found or [] if _uids([item], tag) in ([], [value])]
+                chosen.update(dict.fromkeys(_uids(exact, STUDY_UID)))
+            return Selection(list(chosen))
     raise ConfigError(
         f"say which studies to read from {host_of(url)}: --study UID, --query 'Keyword=value&...', "
         "or --labels with a study_uid, series_uid, accession or patient_id column"
@@ -311,12 +313,12 @@ def list_instances(urls: list[str], *, studies: list[str], query: str | None, sh
         Nothing says which studies to read, a bad ``--query``, the pacs extra missing.
     """
     listing = Listing()
-    wanted: list[str] = []
+    wanted: dict[str, None] = {}  # ordered set
     found: set[str] = set()
     for url in urls:
         client = client_for(url)
         selection = choose(client, url, studies=studies, query=query, sheet=sheet)
-        wanted += [s for s in selection.studies if s not in wanted]
+        wanted.update(dict.fromkeys(selection.studies))
         with talking_to(url):
             for study in selection.studies:
                 series = _uids(_series_of(client, study), SERIES_UID)
@@ -328,16 +330,18 @@ def list_instances(urls: list[str], *, studies: list[str], query: str | None, sh
                     sops = _uids(client.search_for_instances(study, uid, get_remaining=True), SOP_UID)
                     listing.instances += [(url, study, uid, sop) for sop in sops]
                 advance()
-    missing = [s for s in wanted if s not in found]
     hosts = ", ".join(host_of(u) for u in urls)
-    if missing and (studies or getattr(sheet, "key", None) == "study_uid"):
+    # the studies named one by one (--study, else a study_uid sheet) must exist; a --query or an
+    # accession/patient row that finds nothing is for the sheet check to report
+    by_sheet = not (studies or query) and getattr(sheet, "key", None) == "study_uid"
+    named = set(studies) | (set(sheet.rows) if by_sheet else set())
+    missing = [s for s in wanted if s in named and s not in found]
+    if missing:
         # name the position or the sheet line, not the UID (it identifies a patient's study)
-        if studies and not query:
-            where = "--study number(s) " + ", ".join(str(studies.index(s) + 1) for s in missing if s in studies)
-        elif studies:
-            where = f"{len(missing)} of the --study UIDs"
-        else:
+        if by_sheet:
             where = "the labels CSV's line(s) " + ", ".join(str(n) for s in missing for n, _ in sheet.rows[s])
+        else:
+            where = "--study number(s) " + ", ".join(str(studies.index(s) + 1) for s in missing)
         raise NoUsableInputError(f"{len(missing)} study(ies) not found on {hosts}: {where}")
     listing.studies = len(found)
     if not listing.instances:
