@@ -34,6 +34,14 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+def need_client() -> None:
+    """dicomweb-client (the ``pacs`` extra, installed by ``make install``): skip without it, fail in CI."""
+    import importlib.util
+
+    if importlib.util.find_spec("dicomweb_client") is None:
+        _unavailable('dicomweb-client is not installed (pip install "medcondense[pacs]")')
+
+
 def find_orthanc() -> tuple[str, str]:
     """(Orthanc executable, DICOMweb plugin); skips (fails in CI) when either is missing."""
     exe = os.environ.get("MEDCONDENSE_ORTHANC") or shutil.which("Orthanc") or (

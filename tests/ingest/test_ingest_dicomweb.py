@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ingest_helpers import bundled
-from orthanc_server import free_port, orthanc
+from orthanc_server import free_port, need_client, orthanc
 from typer.testing import CliRunner
 
 from medcondense import store
 from medcondense.cli import app
 
-pytest.importorskip("dicomweb_client")
+need_client()
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
