@@ -22,12 +22,13 @@ import numpy as np
 
 from medcondense import store
 from medcondense.config import IngestConfig, config_to_dict, default_data_path
-from medcondense.errors import AlreadyDone, ConfigError, NoUsableInputError, StoreError
+from medcondense.errors import ConfigError, NoUsableInputError
 from medcondense.ingest import deid, dicom, dicomweb, labels, normalize, split
 from medcondense.ingest import window as win
 from medcondense.ingest.discover import Candidate, Discovery, discover, mask_for
 from medcondense.ingest.nifti import NiftiVolume, load_canonical, mask_slices, plane_spacing, take_slice
 from medcondense.ingest.resample import resample_slice
+from medcondense.runkey import hdf5_record, skip_if_done
 
 log = logging.getLogger(__name__)
 
@@ -433,20 +434,12 @@ def key_config(config: IngestConfig) -> dict[str, Any]:
     return {k: v for k, v in config_to_dict(config).items() if k not in _NOT_IN_KEY}
 
 
-def check_existing(output: Path, run_key: str, overwrite: bool) -> None:
-    """AlreadyDone when ``output`` was made from the same inputs/options; ConfigError when it exists otherwise."""
-    if not output.exists() or overwrite:
-        return
-    try:
-        attrs = store.read_attrs(output)
-    except StoreError:
-        raise ConfigError("exists and is not a medcondense file; pass --overwrite to replace it", path=output) from None
-    if attrs.get("run_key") == run_key:
-        raise AlreadyDone(str(output), {
-            "output": str(output), "images": attrs.get("n"), "image_shape": attrs.get("image_shape"),
-            "classes": attrs.get("class_names"), "content_hash": attrs.get("content_hash"),
-        })
-    raise ConfigError("exists and was made from other inputs or options; pass --overwrite to replace it", path=output)
+def _summary_from_attrs(output: Path, attrs: dict[str, Any]) -> dict[str, Any]:
+    """What an up-to-date rerun reports (AlreadyDone), read from the existing output."""
+    return {
+        "output": str(output), "images": attrs.get("n"), "image_shape": attrs.get("image_shape"),
+        "classes": attrs.get("class_names"), "content_hash": attrs.get("content_hash"),
+    }
 
 
 def list_remote(config: IngestConfig, urls: list[str], sheet, progress) -> dicomweb.Listing:
@@ -509,7 +502,7 @@ def run(config: IngestConfig) -> dict[str, Any]:
     files = [Path(c.path) for c in found.candidates] + ([csv_path] if csv_path else [])
     extra = key_config(config) | ({"dicomweb_listing": listing.digest()} if listing else {})
     run_key = store.hash_files(files, extra)
-    check_existing(output, run_key, config.overwrite)
+    skip_if_done(output, run_key, config.overwrite, hdf5_record(_summary_from_attrs))
 
     with mapper(config.workers) as pool_map:
         ctx = Context(config, options, deid.site_secret(), manifest, rejects, pool_map)
