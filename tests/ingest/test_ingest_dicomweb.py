@@ -274,6 +274,8 @@ def test_nothing_written_outside_the_output_and_rerun_key(tree, server, tmp_path
     cached = run("--cache", str(cache), "-o", str(out / "c.h5"))
     assert cached.returncode == 0 and "--cache keeps the retrieved DICOM files" in cached.stderr
     assert len(list(cache.glob("*.dcm"))) == sum(r["study_uid"] == record["study_uid"] for r in tree["records"])
+    assert all(p.stat().st_mode & 0o077 == 0 for p in cache.iterdir())  # patient data: owner only
+    assert not [p for p in cache.iterdir() if p.suffix != ".dcm"]  # no temporaries or locks left
     # another instance in the study changes the QIDO listing: not the same run any more
     import pydicom
     import requests

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -475,16 +474,14 @@ class RemoteInstance:
 
 
 def write_cache(ds, path: Path) -> None:
-    """Write one retrieved instance into the cache atomically (a cut-off run leaves no half file)."""
+    """Write one retrieved instance into the cache through the safe-write helper (a cut-off run
+    leaves no half file); folder 0700 and file 0600, as it holds patient data."""
+    from medcondense.atomic import atomic_path
+
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-", suffix=".dcm")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         ds.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        os.chmod(tmp, 0o600)
 
 
 @dataclass(frozen=True)
