@@ -156,7 +156,7 @@ def _split_list(value: Optional[str]) -> Optional[list[str]]:
 # ingest ---------------------------------------------------------------------------------------
 @app.command()
 def ingest(
-    inputs: List[Path] = typer.Argument(..., help="Folders or files of DICOM (found by content, DICOMDIR-aware) and/or NIfTI (.nii, .nii.gz)."),
+    inputs: List[str] = typer.Argument(..., help="Folders or files of DICOM (found by content, DICOMDIR-aware) and/or NIfTI (.nii, .nii.gz), or DICOMweb roots (https://pacs.example/dicom-web; needs medcondense[pacs]).", show_default=False),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output HDF5 [default: <workdir>/data.h5]."),
     size: Optional[int] = typer.Option(None, "--size", help="Output image size in pixels, e.g. 28, 32, 64, 128 [default: 64]."),
     spacing: Optional[float] = typer.Option(None, "--spacing", help="Resample in-plane to this spacing in mm before crop/resize [default: keep]."),
@@ -166,7 +166,7 @@ def ingest(
     axis: Optional[int] = typer.Option(None, "--axis", help="NIfTI slicing axis in RAS: 0 sagittal, 1 coronal, 2 axial [default: 2]."),
     slices: Optional[str] = typer.Option(None, "--slices", help="Which slices of a volume: all | every:K | central:N [default: all]."),
     mask_suffix: Optional[str] = typer.Option(None, "--mask-suffix", help="NIfTI masks beside images (e.g. _mask for a_mask.nii.gz); keep only slices the mask touches."),
-    labels_csv: Optional[Path] = typer.Option(None, "--labels", help="CSV manifest path,label[,patient,split,site] (paths relative to the CSV); wins over other label sources."),
+    labels_csv: Optional[Path] = typer.Option(None, "--labels", help="CSV manifest keyed by one column, path (relative to the CSV), study_uid, series_uid, accession or patient_id, then label[,patient,split,site]; wins over other label sources. Keys are matched, never stored."),
     label_tag: Optional[str] = typer.Option(None, "--label-tag", help="Take the label from this DICOM keyword (e.g. BodyPartExamined); identifying ones (PatientName, ...) are refused."),
     allow_identifying_label_tag: Optional[bool] = typer.Option(None, "--allow-identifying-label-tag", help="Allow --label-tag on an identifying attribute (DICOM PS3.15 basic profile); its values become class names in every output."),
     allow_burned_in: Optional[bool] = typer.Option(None, "--allow-burned-in", help="Keep images whose file says BurnedInAnnotation or RecognizableVisualFeatures YES [default: reject them]; exports then say BurnedInAnnotation YES."),
@@ -179,6 +179,9 @@ def ingest(
     on_error: Optional[str] = typer.Option(None, "--on-error", help="skip (reject bad files, exit 4) | fail (stop at the first bad file) [default: skip]."),
     rejects: Optional[Path] = typer.Option(None, "--rejects", help="Rejects report CSV [default: <output>.rejects.csv, written only when something was rejected]."),
     protocol: Optional[Path] = typer.Option(None, "--protocol", help="Take size, spacing, window, percentiles, normalization (with the source's zscore/ct constants), channels, axis, slices and the class names from this set (.h5) or protocol YAML (export --format protocol), so several sites' files merge; a contradicting option is exit 2."),
+    studies: Optional[List[str]] = typer.Option(None, "--study", help="DICOMweb: a StudyInstanceUID to read (repeatable) [default: the studies of a study/series/accession/patient-keyed --labels CSV]."),
+    query: Optional[str] = typer.Option(None, "--query", help="DICOMweb: read the studies a QIDO-RS search finds, e.g. 'ModalitiesInStudy=CT&StudyDate=20200101-20201231'."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="DICOMweb: keep retrieved instances in this folder to resume a run (raw DICOM with patient data; warned) [default: memory only]."),
     seed: Optional[int] = SeedOpt,
     overwrite: Optional[bool] = OverwriteOpt,
     workdir: Optional[Path] = WorkdirOpt,
@@ -188,7 +191,11 @@ def ingest(
     quiet: bool = QuietOpt,
     verbose: int = VerboseOpt,
 ) -> None:
-    """Read DICOM/NIfTI into a windowed, resampled, normalized HDF5 data set.
+    """Read DICOM/NIfTI (folders, files or a DICOMweb server) into a windowed, resampled,
+    normalized HDF5 data set.
+
+    DICOMweb credentials come only from $MEDCONDENSE_DICOMWEB_TOKEN, or
+    $MEDCONDENSE_DICOMWEB_USER and $MEDCONDENSE_DICOMWEB_PASSWORD, or ~/.netrc.
 
     Examples:
 
@@ -199,11 +206,13 @@ def ingest(
       medcondense ingest ./mri --normalize zscore --slices central:20 --json
 
       medcondense ingest ./site_b --protocol site_a.h5 --site b -o b.h5   # compatible with site a
+
+      medcondense ingest https://pacs.example/dicom-web --labels studies.csv -o ct.h5
     """
     from medcondense.config import default_data_path, explicit_options
 
     values = dict(
-        inputs=[str(p) for p in inputs],
+        inputs=list(inputs),
         output=str(output) if output else None,
         size=size, spacing=spacing, window=window, normalize=normalize, channels=channels,
         axis=axis, slices=slices, mask_suffix=mask_suffix,
@@ -212,6 +221,7 @@ def ingest(
         split=split, site=site, modality=modality, laterality=laterality, hash_paths=hash_paths,
         workers=workers, on_error=on_error, rejects=str(rejects) if rejects else None,
         protocol=str(protocol) if protocol else None, seed=seed, overwrite=overwrite,
+        studies=studies or None, query=query, cache=str(cache) if cache else None,
     )
     cfg = _config_or_exit(lambda: build_config(IngestConfig, **_common(config, sets), **values))
     if cfg.protocol:
@@ -347,7 +357,7 @@ def evaluate(
 
     cfg = _config_or_exit(lambda: build_config(
         EvaluateConfig, **_common(config, sets),
-        inputs=[str(p) for p in inputs], real=[str(p) for p in real] if real else None, models=models,
+        inputs=list(inputs), real=[str(p) for p in real] if real else None, models=models,
         epochs=epochs, arch=arch, train_aug=train_aug, lr=lr,
         baselines=_split_list(baselines.replace("none", "")) if baselines is not None else None,
         test_site=test_site, per_site=per_site, allow_mismatch=allow_mismatch, output=str(output) if output else None,

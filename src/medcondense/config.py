@@ -52,6 +52,10 @@ class IngestConfig:
     protocol: str | None = None  # a set or protocol YAML pinning the image-shaping settings
     seed: int = 0
     overwrite: bool = False
+    # DICOMweb inputs (medcondense.ingest.dicomweb)
+    studies: list[str] = field(default_factory=list)
+    query: str | None = None
+    cache: str | None = None
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""``medcondense ingest``: discover -> read -> group/sort -> select slices -> resample -> window
--> normalize -> labels -> split -> one HDF5 file (written atomically).
+"""``medcondense ingest``: discover (or list on a DICOMweb server) -> read -> group/sort -> select
+slices -> resample -> window -> normalize -> labels -> split -> one HDF5 file (written atomically).
 
 Memory stays at one volume: each file is decoded, resampled to the small output size at once
 (in worker processes with ``--workers``), and only those small images are kept. Windowing runs
@@ -25,10 +25,10 @@ from medcondense import interrupts, store
 from medcondense.atomic import atomic_path
 from medcondense.config import IngestConfig, config_to_dict, default_data_path
 from medcondense.errors import ConfigError, NoUsableInputError
-from medcondense.ingest import deid, dicom, labels, normalize, split
+from medcondense.ingest import deid, dicom, dicomweb, labels, normalize, split
 from medcondense.ingest import protocol as proto
 from medcondense.ingest import window as win
-from medcondense.ingest.discover import Candidate, discover, mask_for
+from medcondense.ingest.discover import Candidate, Discovery, discover, mask_for
 from medcondense.ingest.nifti import NiftiVolume, fill_nonfinite, load_canonical, mask_slices, plane_spacing, take_slice
 from medcondense.ingest.resample import resample_slice
 from medcondense.runkey import hdf5_record, skip_if_done
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 ON_ERROR = ("skip", "fail")
 CHANNELS = ("grey", "keep")
 # options that do not change the output, left out of the run key
-_NOT_IN_KEY = ("overwrite", "workers", "on_error", "rejects", "output", "protocol")
+_NOT_IN_KEY = ("overwrite", "workers", "on_error", "rejects", "output", "protocol", "cache")
 
 
 # ------------------------------------------------------------------------------ options
@@ -232,7 +232,7 @@ class Context:
     config: IngestConfig
     options: Options
     secret: bytes
-    manifest: dict[Path, labels.ManifestRow] | None
+    manifest: dict[Path, labels.ManifestRow] | labels.KeyedSheet | None
     rejects: Rejects
     mapper: Callable[..., Iterable[Any]]
     out: Collected = field(default_factory=Collected)
@@ -340,8 +340,18 @@ def stop_pool(pool: ProcessPoolExecutor) -> None:
 # ------------------------------------------------------------------------------ steps
 
 
-def file_facts(ctx: Context, path: str, root: str, tag_label: str | None) -> tuple[str, labels.ManifestRow | None] | None:
+def file_facts(ctx: Context, path: str, root: str, tag_label: str | None,
+               header: dicom.Header | None = None) -> tuple[str, labels.ManifestRow | None] | None:
     """Label (and manifest row) of one file by the precedence rules; None when rejected."""
+    if isinstance(ctx.manifest, labels.KeyedSheet):
+        if header is None:
+            ctx.rejects.add(path, f"a NIfTI file has no {ctx.manifest.key} to match the labels CSV by")
+            return None
+        row, reason = ctx.manifest.match(header)
+        if row is None:
+            ctx.rejects.add(path, reason)  # type: ignore[arg-type]
+            return None
+        return row.label, row
     if ctx.manifest is not None:
         row = ctx.manifest.get(Path(path).resolve())
         if row is None:
@@ -350,6 +360,9 @@ def file_facts(ctx: Context, path: str, root: str, tag_label: str | None) -> tup
         return row.label, row
     if tag_label is not None:
         return tag_label, None
+    if dicomweb.is_url(root):  # no folders on a server to fall back on
+        ctx.rejects.add(path, f"no {ctx.config.label_tag} value to take the label from")
+        return None
     label, in_root = labels.folder_label(path, root)
     if in_root and root not in ctx.root_warned:
         ctx.root_warned.add(root)
@@ -368,6 +381,8 @@ def patient_of(ctx: Context, header: dicom.Header) -> str:
 
 
 def source_of(ctx: Context, path: str, root: str) -> str:
+    if dicomweb.is_url(root):  # a DICOMweb instance: its locator is UIDs, always hashed
+        return deid.keyed_hash(path, "path", ctx.secret)
     rel = deid.relative_source(path, root)
     return deid.keyed_hash(rel, "path", ctx.secret) if ctx.config.hash_paths else rel
 
@@ -389,15 +404,18 @@ def ingest_dicom_unit(ctx: Context, unit: dicom.Unit) -> None:
     if multiframe:
         frames = select_slices(first.frames, ctx.options.slices)
         jobs = [(first, frames)]
-        tasks = [(first.path, frames if len(frames) < first.frames else None, first.pixel_spacing,
+        tasks = [(first.source or first.path, frames if len(frames) < first.frames else None, first.pixel_spacing,
                   cfg.size, cfg.spacing, cfg.channels)]
     else:
         keep = select_slices(len(unit.headers), ctx.options.slices) if unit.is_volume else range(len(unit.headers))
         jobs = [(unit.headers[i], [i if unit.is_volume else -1]) for i in keep]
-        tasks = [(h.path, None, h.pixel_spacing, cfg.size, cfg.spacing, cfg.channels) for h, _ in jobs]
-    facts = {h.path: file_facts(ctx, h.path, h.root, h.label) for h, _ in jobs}
+        tasks = [(h.source or h.path, None, h.pixel_spacing, cfg.size, cfg.spacing, cfg.channels) for h, _ in jobs]
+    facts = {h.path: file_facts(ctx, h.path, h.root, h.label, h) for h, _ in jobs}
     todo = [(t, h, idx) for t, (h, idx) in zip(tasks, jobs) if facts[h.path] is not None]
-    results = ctx.mapper(dicom_task, [t for t, _, _ in todo], chunksize=max(1, len(todo) // (4 * cfg.workers)))
+    if first.source is not None:  # DICOMweb: retrieved in bounded batches
+        results = dicomweb.batched(ctx.mapper, dicom_task, [t for t, _, _ in todo])
+    else:
+        results = ctx.mapper(dicom_task, [t for t, _, _ in todo], chunksize=max(1, len(todo) // (4 * cfg.workers)))
     images: list[np.ndarray] = []
     kept: list[tuple[dicom.Header, int, float]] = []
     for (_, h, idx), result in zip(todo, results):
@@ -546,6 +564,22 @@ def warn_classes_without_train(class_names: list[str], y: np.ndarray, train: np.
                         "distill writes no images for it", name)
 
 
+def list_remote(config: IngestConfig, urls: list[str], sheet, progress) -> dicomweb.Listing:
+    """Check the DICOMweb inputs' options and list their instances (QIDO-RS)."""
+    if isinstance(sheet, dict):
+        raise ConfigError("a labels CSV keyed by path cannot label DICOMweb inputs; key it by study_uid, "
+                          "series_uid, accession or patient_id", path=config.labels_csv)
+    if sheet is None and not config.label_tag:
+        raise ConfigError("DICOMweb inputs have no folders to take labels from: give --labels (keyed by "
+                          "study_uid, series_uid, accession or patient_id) or --label-tag")
+    if config.cache:
+        log.warning("--cache keeps the retrieved DICOM files, with their patient data, in %s; "
+                    "delete it when the data set is final", config.cache)
+    with progress("list studies", total=None) as bar:
+        return dicomweb.list_instances(urls, studies=list(config.studies), query=config.query, sheet=sheet,
+                                       advance=bar.advance)
+
+
 def rejects_path(config: IngestConfig, output: Path) -> Path:
     return Path(config.rejects) if config.rejects else output.with_name(output.name + ".rejects.csv")
 
@@ -574,34 +608,49 @@ def run(config: IngestConfig) -> dict[str, Any]:
     csv_path = Path(config.labels_csv) if config.labels_csv else None
     if csv_path is not None and not csv_path.is_file():
         raise ConfigError("labels CSV not found", path=csv_path)
-    found = discover(config.inputs, skip=[str(csv_path)] if csv_path else [], mask_suffix=config.mask_suffix)
+    urls = [dicomweb.check_url(i) for i in config.inputs if dicomweb.is_url(i)]
+    local = [i for i in config.inputs if not dicomweb.is_url(i)]
+    if not urls and (config.studies or config.query or config.cache):
+        raise ConfigError("--study, --query and --cache apply to DICOMweb inputs (http:// or https:// URLs)")
+    manifest = labels.read_sheet(csv_path) if csv_path else None
     rejects = Rejects(fail=config.on_error == "fail",
-                      hasher=path_hasher(config.inputs, deid.site_secret()) if config.hash_paths else None)
-    if not found.candidates:
+                      hasher=path_hasher(local, deid.site_secret()) if config.hash_paths else None)
+    found = discover(local, skip=[str(csv_path)] if csv_path else [], mask_suffix=config.mask_suffix) \
+        if local else Discovery()
+    if not found.candidates and not urls:
         where = ", ".join(config.inputs)
         why = f" ({found.rejects[0][1]})" if len(found.rejects) == 1 and not Path(found.rejects[0][0]).is_file() else ""
         raise NoUsableInputError(f"no readable DICOM or NIfTI files in {where}{why}")
+    from medcondense.console import progress
+
+    listing = list_remote(config, urls, manifest, progress) if urls else None
     for path, reason in found.rejects:
         rejects.add(path, reason)
     check_memory(found.candidates, config)
     files = [Path(c.path) for c in found.candidates] + ([csv_path] if csv_path else [])
-    run_key = store.hash_files(files, key_config(config, protocol))
+    extra = key_config(config, protocol) | ({"dicomweb_listing": listing.digest()} if listing else {})
+    run_key = store.hash_files(files, extra)
     skip_if_done(output, run_key, config.overwrite, hdf5_record(_summary_from_attrs))
-    manifest = labels.read_manifest(csv_path) if csv_path else None
-    from medcondense.console import progress
 
     with mapper(config.workers) as pool_map:
         ctx = Context(config, options, deid.site_secret(), manifest, rejects, pool_map, protocol=protocol)
         dicoms = [c for c in found.candidates if c.kind == "dicom"]
         niftis = [c for c in found.candidates if c.kind == "nifti"]
         headers = read_dicom_headers(ctx, dicoms)
+        if listing is not None:
+            headers += dicomweb.read_headers(listing, label_tag=config.label_tag, cache=config.cache, reject=rejects.add,
+                                             allow_burned_in=config.allow_burned_in)
+        if isinstance(manifest, labels.KeyedSheet):
+            manifest.check_matched(headers)
         units, size_rejects = dicom.group_units(headers)
         for path, reason in size_rejects:
             rejects.add(path, reason)
-        with progress("ingest", total=len(units) + (1 if niftis else 0)) as bar:
+        with progress("ingest" if listing is None else "retrieve", total=len(units) + (1 if niftis else 0)) as bar:
             for unit in units:
                 ingest_dicom_unit(ctx, unit)
                 bar.advance()
+                if listing is not None:
+                    bar.update(status=f"{len(ctx.out.images)} images from {ctx.out.units} series")
             if niftis:
                 ingest_nifti(ctx, niftis)
                 bar.advance()
@@ -645,8 +694,11 @@ def _finish(ctx: Context, output: Path, run_key: str, report: Path, started: flo
         "size": cfg.size, "normalization": cfg.normalize, "axis": cfg.axis, "slices": cfg.slices,
         "channels": cfg.channels, "resample": "SimpleITK linear, centred square pad, block-mean anti-alias",
     }
-    paths = list(cfg.inputs) + [str(output)] + ([cfg.labels_csv] if cfg.labels_csv else [])
-    paths += [cfg.protocol] if cfg.protocol else []
+    paths = list(cfg.inputs) + [str(output)] + ([cfg.labels_csv] if cfg.labels_csv else []) \
+        + ([cfg.cache] if cfg.cache else []) + ([cfg.protocol] if cfg.protocol else [])
+    # study UIDs and query values identify patients' studies: placeholders, like paths
+    identifiers = [(uid, f"<study{i}>") for i, uid in enumerate(cfg.studies, 1)]
+    identifiers += [(cfg.query, "<query>")] if cfg.query else []
     from medcondense.provenance import make_provenance
 
     attrs = {
@@ -654,7 +706,8 @@ def _finish(ctx: Context, output: Path, run_key: str, report: Path, started: flo
         "normalization": normalize.normalization_attr(images, train, cfg.normalize, params),
         "preprocessing": preprocessing,
         "provenance": make_provenance(stage="ingest", config=config_to_dict(cfg), paths=paths,
-                                      input_hash=run_key, seed=cfg.seed, started=started),
+                                      input_hash=run_key, seed=cfg.seed, started=started,
+                                      identifiers=identifiers),
         "run_key": run_key,
         # how many images their file flags as showing text or a face (kept with --allow-burned-in);
         # copied into distilled sets, so every export can say BurnedInAnnotation YES
