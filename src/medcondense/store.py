@@ -10,8 +10,8 @@ docs/format.md is the contract; this module is its one implementation. Layout::
                      preprocessing, provenance, content_hash (+ method, ipc, source_hash, ...)
 
 Every stage calls :func:`read` (which calls :func:`validate`) on its inputs and :func:`write` on
-its outputs. ``write`` goes to ``<name>.tmp`` and renames at the end, so an interrupted run never
-leaves a valid-looking file behind.
+its outputs. ``write`` goes to a private temporary beside the target and renames at the end
+(:mod:`medcondense.atomic`), so an interrupted run never leaves a valid-looking file behind.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from medcondense import interrupts
 from medcondense.atomic import atomic_path
-from medcondense.errors import ConfigError, StoreError
+from medcondense.errors import ConfigError, RuntimeFailure, StoreError
 
 SCHEMA_NAME = "medcondense"
 # Files are written as schema 1 unless they use a feature a schema-1 reader would misread (see
@@ -34,9 +35,16 @@ SCHEMA_NAME = "medcondense"
 SCHEMA_VERSION = 2
 SCHEMA = f"{SCHEMA_NAME}/1"
 SCHEMA_V2 = f"{SCHEMA_NAME}/2"
-# Root attributes that only schema 2 knows (#8 privacy: ``dp``); #10 and #14 add theirs here.
+#: expert trajectories for MTT (distill/experts.py): networks trained on real data, never an image set
+EXPERTS_SCHEMA = "medcondense-experts/1"
+KINDS = ("real", "synthetic", "subset", "mixed")
+# Kinds and root attributes that only schema 2 knows. ``mixed`` (a merge of synthetic and real
+# images, made only with ``merge --allow-mixed``) must count as real everywhere; a schema-1 reader
+# would not know it. #8 (privacy) and #14 (factorised images) add their features here.
+V2_KINDS = ("mixed",)
 V2_ATTRS: tuple[str, ...] = ("dp",)
-KINDS = ("real", "synthetic", "subset")
+# Kinds that hold real patient images (DICOM export needs --allow-real, distill refuses mixed).
+REAL_KINDS = ("real", "subset", "mixed")
 SPLIT_TRAIN, SPLIT_VAL, SPLIT_TEST = 0, 1, 2
 SPLIT_NAMES = {SPLIT_TRAIN: "train", SPLIT_VAL: "val", SPLIT_TEST: "test"}
 
@@ -182,9 +190,9 @@ def hash_files(paths: list[Path], extra: Any = None) -> str:
 
 
 def schema_for(image_set: ImageSet) -> str:
-    """``medcondense/2`` when the set uses a schema-2 feature (a :data:`V2_ATTRS` attribute), else
-    ``medcondense/1``, so files older readers understand stay readable by them."""
-    if any(name in image_set.attrs for name in V2_ATTRS):
+    """``medcondense/2`` when the set uses a schema-2 feature (kind ``mixed``, a :data:`V2_ATTRS`
+    attribute), else ``medcondense/1``, so files older readers understand stay readable by them."""
+    if image_set.kind in V2_KINDS or any(name in image_set.attrs for name in V2_ATTRS):
         return SCHEMA_V2
     return SCHEMA
 
@@ -235,8 +243,8 @@ def canonical(image_set: ImageSet) -> ImageSet:
 def write(path: str | Path, image_set: ImageSet, *, overwrite: bool = False) -> str:
     """Write ``image_set`` to ``path`` atomically and return its content hash.
 
-    The file is written to ``<path>.tmp`` and renamed over ``path`` only when complete; on any
-    error the temporary file is removed and the existing ``path`` (if any) is left untouched.
+    The file is written to a private temporary (:func:`medcondense.atomic.atomic_path`) and
+    renamed over ``path`` only when complete; on any error, Ctrl-C or SIGTERM the temporary is removed and the existing ``path`` (if any) is left untouched.
 
     Raises
     ------
@@ -252,8 +260,37 @@ def write(path: str | Path, image_set: ImageSet, *, overwrite: bool = False) -> 
         raise ConfigError("output exists; pass --overwrite to replace it", path=path)
     image_set = canonical(image_set)
     _check_consistent(image_set, path)
+    _check_finite(image_set, path)
     digest = content_hash(image_set)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=True) as f:
+    with interrupts.deferred():
+        # h5py swallows an exception raised inside its own calls ("Exception ignored"), so a
+        # signal is only recorded here and raised between chunks (interrupts.check)
+        image = _file_image(image_set, digest)
+    with atomic_path(path, expected_bytes=len(image)) as tmp:
+        _write_bytes(tmp, image)
+    return digest
+
+
+def _check_finite(image_set: ImageSet, path: str | Path) -> None:
+    """Never write a set holding NaN/Inf images: every later stage would refuse it."""
+    bad = image_set.images.size - int(np.count_nonzero(np.isfinite(image_set.images)))
+    if bad:
+        raise RuntimeFailure(f"{bad} image value(s) are NaN or Inf; nothing written", path=path,
+                             hint="a bug upstream: rerun with -v and report it")
+
+
+def _file_image(image_set: ImageSet, digest: str) -> bytes:
+    """The whole HDF5 file, built in memory.
+
+    HDF5 crashes the interpreter (segfault at close) when the disk fills during a write, so the
+    library never writes to disk: the file is built with the in-memory driver and written out
+    with plain Python I/O, where a full disk is an ordinary OSError. The compressed image is
+    never larger than the arrays already in memory.
+    """
+    import h5py
+
+    f = h5py.File(f"medcondense-{id(image_set)}.h5", "w", driver="core", backing_store=False, track_order=True)
+    try:
         _write_arrays(f, image_set)
         attrs = dict(image_set.attrs)
         attrs.update(
@@ -264,7 +301,18 @@ def write(path: str | Path, image_set: ImageSet, *, overwrite: bool = False) -> 
         )
         for name in sorted(attrs):
             f.attrs[name] = _encode_attr(name, attrs[name])
-    return digest
+        f.flush()
+        return f.id.get_file_image()
+    finally:
+        f.close()
+
+
+def _write_bytes(path: Path, data: bytes, block: int = 8 << 20) -> None:
+    """Write ``data`` to ``path`` in blocks, letting Ctrl-C/SIGTERM in between."""
+    view = memoryview(data)
+    with open(path, "wb") as out:
+        for start in range(0, len(view), block):
+            out.write(view[start:start + block])
 
 
 def _write_arrays(f: Any, image_set: ImageSet) -> None:
@@ -272,10 +320,14 @@ def _write_arrays(f: Any, image_set: ImageSet) -> None:
 
     n = image_set.n
     chunk = (1, *image_set.images.shape[1:]) if n else None
-    f.create_dataset(
-        "images", data=image_set.images, chunks=chunk, compression="gzip",
+    images = f.create_dataset(
+        "images", shape=image_set.images.shape, dtype=np.float32, chunks=chunk, compression="gzip",
         compression_opts=4, shuffle=True, track_times=False,
     )
+    step = max(1, (8 << 20) // max(1, image_set.images[:1].nbytes))  # about 8 MB a block
+    for start in range(0, n, step):
+        interrupts.check()
+        images[start:start + step] = image_set.images[start:start + step]
     f.create_dataset("labels", data=image_set.labels, track_times=False)
     f.create_dataset("split", data=image_set.split, track_times=False)
     meta = f.create_group("meta", track_order=True)
@@ -324,6 +376,11 @@ def _decode_attrs(raw: Any, path: str | Path) -> dict[str, Any]:
 
 def _check_schema(attrs: dict[str, Any], path: str | Path) -> None:
     schema = attrs.get("schema")
+    if schema == EXPERTS_SCHEMA:
+        raise StoreError(
+            "this is an MTT expert trajectory file (networks trained on the real data), not an image set; "
+            "it stays with the real data and is never evaluated, exported or merged", path=path,
+        )
     if not isinstance(schema, str) or not schema.startswith(SCHEMA_NAME + "/"):
         raise StoreError("not a medcondense file (no 'schema' attribute); run `medcondense ingest` first", path=path)
     try:
@@ -348,11 +405,12 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
     return attrs
 
 
-def read(path: str | Path, *, validate_content: bool = True, verify_hash: bool = False) -> ImageSet:
+def read(path: str | Path, *, validate_content: bool = True, verify_hash: bool = True) -> ImageSet:
     """Load a medcondense file into memory, validating it first.
 
-    ``verify_hash`` also recomputes the content hash and compares it with the stored one (what
-    :func:`validate` does; export uses it before anything leaves the building).
+    ``verify_hash`` (default: on, so every stage checks what it reads) recomputes the content
+    hash and compares it with the stored one: altered pixels, labels or attributes are exit 3.
+    A damaged chunk (h5py cannot decompress it) is exit 3 too.
 
     Raises
     ------
@@ -363,15 +421,19 @@ def read(path: str | Path, *, validate_content: bool = True, verify_hash: bool =
         attrs = _decode_attrs(f.attrs, path)
         _check_schema(attrs, path)
         _validate_open_file(f, attrs, path)
-        images = f["images"][()].astype(np.float32, copy=False)
-        labels = f["labels"][()].astype(np.int64, copy=False)
-        split = f["split"][()].astype(np.uint8, copy=False)
-        meta = {}
-        for name, ds in f["meta"].items():
-            values = ds[()]
-            if ds.dtype.kind == "O" or h5_is_string(ds):
-                values = np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values], dtype=object)
-            meta[name] = values
+        try:
+            images = f["images"][()].astype(np.float32, copy=False)
+            labels = f["labels"][()].astype(np.int64, copy=False)
+            split = f["split"][()].astype(np.uint8, copy=False)
+            meta = {}
+            for name, ds in f["meta"].items():
+                values = ds[()]
+                if ds.dtype.kind == "O" or h5_is_string(ds):
+                    values = np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values], dtype=object)
+                meta[name] = values
+        except (OSError, RuntimeError, UnicodeDecodeError) as exc:  # h5py: a chunk that does not decompress
+            raise StoreError(f"damaged: a part of the file cannot be read ({type(exc).__name__}); "
+                             "copy it again from its source", path=path) from None
     if validate_content and images.size and not np.isfinite(images).all():
         raise StoreError("images contain NaN or Inf values", path=path)
     class_names = list(attrs.pop("class_names"))

@@ -107,10 +107,11 @@ def _check_source(config: ScoreConfig, syn: store.ImageSet, real: RealData) -> N
         log.warning("%s: %s; the set-distance audit below plays the wrong game", config.syn, message)
 
 
-def _read_syn(path: str, real: store.ImageSet) -> store.ImageSet:
+def _read_syn(path: str, real: store.ImageSet, real_path: str, allow_mismatch: bool = False) -> store.ImageSet:
     syn = store.read(path)
     store.require_kind(syn, ("synthetic", "subset"), path, "expected a distilled (synthetic) or subset file as the second file")
-    check_matches_real(syn, real, path)
+    # the privacy audit compares the images with their own source: another source is an error here
+    check_matches_real(syn, real, path, real_path=real_path, allow_mismatch=allow_mismatch, source_must_match=True)
     if syn.n == 0:
         raise NoUsableInputError("holds no images", path=path)
     return syn
@@ -332,7 +333,7 @@ def run(config: ScoreConfig) -> dict:
     calibration, calibration_path = predictor.load_calibration(config.calibration)
     judge = load_real(config.data)  # kind real, train and test splits, standardized tensors
     real = judge.image_set
-    syn = _read_syn(config.syn, real) if config.syn else None
+    syn = _read_syn(config.syn, real, config.data, config.allow_mismatch) if config.syn else None
     if syn is not None:
         _check_source(config, syn, judge)
     device = resolve_device(config.device)
@@ -382,6 +383,11 @@ def run(config: ScoreConfig) -> dict:
         else:
             result["syn"]["privacy"].update(mia=audit["mia"], mia_game=audit["game"],
                                             mia_exchangeable=audit["exchangeability"])
+    if config.per_site:
+        from medcondense.score.sites import per_site_report
+
+        syn_emb = _embed_all(nets, standardize(syn.images, mean, std).to(device)) if syn is not None else None
+        result["per_site"] = per_site_report(config, judge, syn, syn_emb, train_emb, device)
     result["wall_time_s"] = round(time.time() - started, 3)
     if config.output:
         write_json(config.output, result)
@@ -512,3 +518,20 @@ def render(result: dict, console: Any) -> None:
     if result.get("syn"):
         _render_after(result["syn"], console)
         _render_mia(result["syn"], console)
+    if result.get("per_site"):
+        _render_sites(result["per_site"], console)
+
+
+def _render_sites(per_site: dict, console: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title="per site: indicator (random / full at the site) and privacy audit against the site's train images")
+    for col in ("site", "train", "test", "full acc", "random / full by IPC", "near-copies"):
+        table.add_column(col)
+    for name, entry in per_site.items():
+        full = entry.get("full_data")
+        rel = ", ".join(f"{row['ipc']}: {row['random_rel']:.3f}" for row in entry.get("ipc", []) if row.get("random_rel") is not None)
+        privacy = entry.get("privacy")
+        table.add_row(name, str(entry["n_train"]), str(entry["n_test"]), f"{full['accuracy']:.3f}" if full else "-",
+                      rel or entry.get("note", "-"), str(privacy["near_copies"]) if privacy else "-")
+    console.print(table)
