@@ -23,7 +23,7 @@ import numpy as np
 from medcondense import store
 from medcondense.config import IngestConfig, config_to_dict, default_data_path
 from medcondense.errors import AlreadyDone, ConfigError, NoUsableInputError, StoreError
-from medcondense.ingest import deid, dicom, labels, normalize, split
+from medcondense.ingest import deid, dicom, labels, normalize, onepass, split
 from medcondense.ingest import window as win
 from medcondense.ingest.discover import Candidate, discover, mask_for
 from medcondense.ingest.nifti import NiftiVolume, load_canonical, mask_slices, plane_spacing, take_slice
@@ -166,6 +166,8 @@ class Context:
     root_warned: set[str] = field(default_factory=set)
     anonymous: int = 0
     windows: Counter = field(default_factory=Counter)
+    decoded: dict[str, onepass.FileRead] = field(default_factory=dict)  # images read with the header
+    digests: dict[str, str] = field(default_factory=dict)  # path -> SHA-256 of the file (run key)
 
 
 # ------------------------------------------------------------------------------ workers
@@ -303,7 +305,7 @@ def ingest_dicom_unit(ctx: Context, unit: dicom.Unit) -> None:
         tasks = [(h.path, None, h.pixel_spacing, cfg.size, cfg.spacing, cfg.channels) for h, _ in jobs]
     facts = {h.path: file_facts(ctx, h.path, h.root, h.label) for h, _ in jobs}
     todo = [(t, h, idx) for t, (h, idx) in zip(tasks, jobs) if facts[h.path] is not None]
-    results = ctx.mapper(dicom_task, [t for t, _, _ in todo], chunksize=max(1, len(todo) // (4 * cfg.workers)))
+    results = decoded_or_decode(ctx, todo)
     images: list[np.ndarray] = []
     kept: list[tuple[dicom.Header, int, float]] = []
     for (_, h, idx), result in zip(todo, results):
@@ -341,6 +343,19 @@ def ingest_dicom_unit(ctx: Context, unit: dicom.Unit) -> None:
         )
         ctx.out.modalities[modality] += 1
     ctx.out.units += 1
+
+
+def decoded_or_decode(ctx: Context, todo: list[tuple[tuple, dicom.Header, list[int]]]) -> Iterator[Any]:
+    """``dicom_task`` results in ``todo`` order: the images decoded with the header where the
+    one-pass read made them, the others decoded now (in the pool)."""
+    pending = [t for t, h, _ in todo if h.path not in ctx.decoded]
+    computed = iter(ctx.mapper(dicom_task, pending, chunksize=max(1, len(pending) // (4 * ctx.config.workers))))
+    for _, h, _ in todo:
+        read = ctx.decoded.pop(h.path, None)
+        if read is None:
+            yield next(computed)
+        else:
+            yield read.error if read.error else (read.images, read.out_spacing)
 
 
 def ingest_nifti(ctx: Context, candidates: list[Candidate]) -> None:
@@ -381,15 +396,24 @@ def ingest_nifti(ctx: Context, candidates: list[Candidate]) -> None:
 
 
 def read_dicom_headers(ctx: Context, candidates: list[Candidate]) -> list[dicom.Header]:
-    """Headers of all DICOM candidates (in parallel with ``--workers``); rejects for bad ones."""
-    args = [(c.path, c.root, ctx.config.label_tag) for c in candidates]
+    """Headers of all DICOM candidates (in parallel with ``--workers``); rejects for bad ones.
+
+    Each file is read once (:mod:`onepass`): with ``--slices all`` its single-frame image is
+    decoded and shrunk in the same read (``ctx.decoded``), and its digest goes to the run key.
+    """
+    cfg = ctx.config
+    decode = ctx.options.slices[0] == "all"
+    args = [(c.path, c.root, cfg.label_tag, decode, cfg.size, cfg.spacing, cfg.channels) for c in candidates]
     headers = []
-    chunk = max(1, len(args) // (8 * ctx.config.workers))
-    for c, result in zip(candidates, ctx.mapper(dicom.read_header_task, args, chunksize=chunk)):
-        if isinstance(result, str):
-            ctx.rejects.add(c.path, result)
-        else:
-            headers.append(result)
+    for c, result in zip(candidates, onepass.read_all(args, ctx.mapper, cfg.workers)):
+        if isinstance(result, tuple):
+            reason, ctx.digests[c.path] = result
+            ctx.rejects.add(c.path, reason)
+            continue
+        ctx.digests[c.path] = result.digest
+        headers.append(result.header)
+        if result.images is not None or result.error is not None:
+            ctx.decoded[c.path] = result
     return headers
 
 
@@ -431,6 +455,33 @@ def check_existing(output: Path, run_key: str, overwrite: bool) -> None:
     raise ConfigError("exists and was made from other inputs or options; pass --overwrite to replace it", path=output)
 
 
+def file_digest(path: Path) -> str:
+    """SHA-256 of one file's bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run_key_of(files: list[Path], digests: dict[str, str], config: IngestConfig) -> str:
+    """The run key: SHA-256 over each input file's name and content digest (in discovery order)
+    and the options that change the output. Digests the one-pass read made are reused; the other
+    files (NIfTI, the CSV, or all of them for the no-op check) are hashed here."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in files:
+        digest = digests.get(str(path))
+        if digest is None:
+            digest = file_digest(path)
+        h.update(f"{path.name}\0{digest}\n".encode())
+    h.update(store.hash_files([], key_config(config)).encode())
+    return h.hexdigest()
+
+
 def rejects_path(config: IngestConfig, output: Path) -> Path:
     return Path(config.rejects) if config.rejects else output.with_name(output.name + ".rejects.csv")
 
@@ -464,8 +515,8 @@ def run(config: IngestConfig) -> dict[str, Any]:
     for path, reason in found.rejects:
         rejects.add(path, reason)
     files = [Path(c.path) for c in found.candidates] + ([csv_path] if csv_path else [])
-    run_key = store.hash_files(files, key_config(config))
-    check_existing(output, run_key, config.overwrite)
+    if output.exists() and not config.overwrite:  # the no-op check needs the key before reading
+        check_existing(output, run_key_of(files, {}, config), config.overwrite)
     manifest = labels.read_manifest(csv_path) if csv_path else None
     from medcondense.console import progress
 
@@ -484,6 +535,8 @@ def run(config: IngestConfig) -> dict[str, Any]:
             if niftis:
                 ingest_nifti(ctx, niftis)
                 bar.advance()
+        ctx.decoded.clear()
+    run_key = run_key_of(files, ctx.digests, config)
     if ctx.anonymous:
         log.warning("%d image(s) without a usable PatientID: grouped by study for the split", ctx.anonymous)
     report = rejects_path(config, output)
