@@ -135,7 +135,7 @@ def _split_list(value: Optional[str]) -> Optional[list[str]]:
 # ingest ---------------------------------------------------------------------------------------
 @app.command()
 def ingest(
-    inputs: List[Path] = typer.Argument(..., help="Folders or files of DICOM (found by content, DICOMDIR-aware) and/or NIfTI (.nii, .nii.gz)."),
+    inputs: List[Path] = typer.Argument(..., help="Folders or files of DICOM (found by content, DICOMDIR-aware) and/or NIfTI (.nii, .nii.gz); or of PNG/JPEG/TIFF images; or one MedMNIST-style .npz."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output HDF5 [default: <workdir>/data.h5]."),
     size: Optional[int] = typer.Option(None, "--size", help="Output image size in pixels, e.g. 28, 32, 64, 128 [default: 64]."),
     spacing: Optional[float] = typer.Option(None, "--spacing", help="Resample in-plane to this spacing in mm before crop/resize [default: keep]."),
@@ -155,6 +155,8 @@ def ingest(
     workers: Optional[int] = typer.Option(None, "--workers", help="Parallel reader processes [default: 1]."),
     on_error: Optional[str] = typer.Option(None, "--on-error", help="skip (reject bad files, exit 4) | fail (stop at the first bad file) [default: skip]."),
     rejects: Optional[Path] = typer.Option(None, "--rejects", help="Rejects report CSV [default: <output>.rejects.csv, written only when something was rejected]."),
+    input_format: Optional[str] = typer.Option(None, "--input-format", help="auto (refuses a mix) | dicom (DICOM and NIfTI; images ignored) | images (PNG/JPEG/TIFF) | npz (MedMNIST layout) [default: auto]."),
+    class_names: Optional[str] = typer.Option(None, "--class-names", help="npz: comma-separated class names by label index, when no classes.json sits beside the file and medmnist is not installed."),
     seed: Optional[int] = SeedOpt,
     overwrite: Optional[bool] = OverwriteOpt,
     workdir: Optional[Path] = WorkdirOpt,
@@ -164,7 +166,7 @@ def ingest(
     quiet: bool = QuietOpt,
     verbose: int = VerboseOpt,
 ) -> None:
-    """Read DICOM/NIfTI into a windowed, resampled, normalized HDF5 data set.
+    """Read DICOM/NIfTI (or PNG/JPEG/TIFF folders, or a MedMNIST npz) into a windowed, resampled, normalized HDF5 set.
 
     Examples:
 
@@ -173,6 +175,10 @@ def ingest(
       medcondense ingest ./ct --window brain --size 64 --labels labels.csv -o ct.h5
 
       medcondense ingest ./mri --normalize zscore --slices central:20 --json
+
+      medcondense ingest ./derm_photos --channels keep --size 64 -o derm.h5     # class folders of JPEGs
+
+      medcondense ingest pathmnist.npz --size 28 -o path.h5                      # splits kept
     """
     from medcondense.config import default_data_path
 
@@ -185,7 +191,7 @@ def ingest(
         labels_csv=str(labels_csv) if labels_csv else None, label_tag=label_tag,
         split=split, site=site, modality=modality, laterality=laterality, hash_paths=hash_paths,
         workers=workers, on_error=on_error, rejects=str(rejects) if rejects else None,
-        seed=seed, overwrite=overwrite,
+        seed=seed, overwrite=overwrite, input_format=input_format, class_names=_split_list(class_names),
     ))
     if cfg.output is None:
         cfg.output = str(default_data_path(str(workdir) if workdir else None))

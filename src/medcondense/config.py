@@ -49,6 +49,8 @@ class IngestConfig:
     rejects: str | None = None
     seed: int = 0
     overwrite: bool = False
+    input_format: str = "auto"
+    class_names: list[str] | None = None
 
 
 @dataclass

@@ -22,7 +22,8 @@ MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
 @dataclass(frozen=True)
 class Candidate:
-    """One file to read: its path, the input root it was found under, ``dicom`` or ``nifti``."""
+    """One file to read: its path, the input root it was found under, and its kind: ``dicom``,
+    ``nifti``, ``image`` (PNG/JPEG/TIFF) or ``npz``."""
 
     path: str
     root: str
@@ -109,6 +110,12 @@ def _walk(root: Path, skip: set[Path]) -> list[Path]:
     return [p for p in found if p.resolve() not in skip]
 
 
+def sniff_plain(path: Path) -> str | None:
+    from medcondense.ingest.images import sniff
+
+    return sniff(path)
+
+
 def classify(path: Path, root: Path, rejects: list[tuple[str, str]]) -> Candidate | None:
     """A Candidate for an image file, or None (with a reject unless it is ignorable)."""
     if is_nifti(path):
@@ -116,6 +123,9 @@ def classify(path: Path, root: Path, rejects: list[tuple[str, str]]) -> Candidat
     if not os.access(path, os.R_OK):
         rejects.append((str(path), "cannot read the file (permission denied)"))
         return None
+    plain = sniff_plain(path)  # PNG/JPEG/TIFF or npz, by content; never a file with the DICM marker
+    if plain is not None:
+        return Candidate(str(path), str(root), plain)
     if is_dicom(path):
         return Candidate(str(path), str(root), "dicom")
     rejects.append((str(path), "neither DICOM (no DICM marker, no image tags) nor NIfTI (.nii/.nii.gz)"))

@@ -23,7 +23,8 @@ import numpy as np
 from medcondense import store
 from medcondense.config import IngestConfig, config_to_dict, default_data_path
 from medcondense.errors import AlreadyDone, ConfigError, NoUsableInputError, StoreError
-from medcondense.ingest import deid, dicom, labels, normalize, onepass, split
+from medcondense.ingest import deid, dicom, images as plain_images, labels, normalize, onepass, split
+from medcondense.ingest import npz as npz_files
 from medcondense.ingest import window as win
 from medcondense.ingest.discover import Candidate, discover, mask_for
 from medcondense.ingest.nifti import NiftiVolume, load_canonical, mask_slices, plane_spacing, take_slice
@@ -167,6 +168,7 @@ class Context:
     anonymous: int = 0
     windows: Counter = field(default_factory=Counter)
     decoded: dict[str, onepass.FileRead] = field(default_factory=dict)  # images read with the header
+    class_order: list[str] | None = None  # class index order an input dictates (npz), else sorted names
     digests: dict[str, str] = field(default_factory=dict)  # path -> SHA-256 of the file (run key)
 
 
@@ -511,7 +513,8 @@ def run(config: IngestConfig) -> dict[str, Any]:
     if not found.candidates:
         where = ", ".join(config.inputs)
         why = f" ({found.rejects[0][1]})" if len(found.rejects) == 1 and not Path(found.rejects[0][0]).is_file() else ""
-        raise NoUsableInputError(f"no readable DICOM or NIfTI files in {where}{why}")
+        raise NoUsableInputError(f"no readable DICOM or NIfTI files (nor PNG/JPEG/TIFF or MedMNIST npz) in {where}{why}")
+    found.candidates = plain_images.choose_inputs(found.candidates, config.input_format)
     for path, reason in found.rejects:
         rejects.add(path, reason)
     files = [Path(c.path) for c in found.candidates] + ([csv_path] if csv_path else [])
@@ -524,16 +527,24 @@ def run(config: IngestConfig) -> dict[str, Any]:
         ctx = Context(config, options, deid.site_secret(), manifest, rejects, pool_map)
         dicoms = [c for c in found.candidates if c.kind == "dicom"]
         niftis = [c for c in found.candidates if c.kind == "nifti"]
+        pictures = [c for c in found.candidates if c.kind == "image"]
+        arrays = [c for c in found.candidates if c.kind == "npz"]
         headers = read_dicom_headers(ctx, dicoms)
         units, size_rejects = dicom.group_units(headers)
         for path, reason in size_rejects:
             rejects.add(path, reason)
-        with progress("ingest", total=len(units) + (1 if niftis else 0)) as bar:
+        with progress("ingest", total=len(units) + (1 if niftis else 0) + (1 if pictures else 0) + len(arrays)) as bar:
             for unit in units:
                 ingest_dicom_unit(ctx, unit)
                 bar.advance()
             if niftis:
                 ingest_nifti(ctx, niftis)
+                bar.advance()
+            if pictures:
+                plain_images.ingest_images(ctx, pictures)
+                bar.advance()
+            for candidate in arrays:
+                ctx.class_order = npz_files.ingest_npz(ctx, candidate)
                 bar.advance()
         ctx.decoded.clear()
     run_key = run_key_of(files, ctx.digests, config)
@@ -555,8 +566,8 @@ def _finish(ctx: Context, output: Path, run_key: str, report: Path, started: flo
     """Normalize, split and write the collected images; build the summary."""
     cfg, out = ctx.config, ctx.out
     images = stack_images(out.images)
-    index = labels.class_index(out.labels)
-    class_names = sorted(index)
+    index = {name: i for i, name in enumerate(ctx.class_order)} if ctx.class_order else labels.class_index(out.labels)
+    class_names = list(index)
     y = np.array([index[name] for name in out.labels], dtype=np.int64)
     codes = split.assign(out.patients, list(y), out.fixed_split, ctx.options.fractions, cfg.seed)
     train = codes == store.SPLIT_TRAIN
