@@ -363,6 +363,7 @@ def export(
     report: Optional[List[Path]] = typer.Option(None, "--report", help="An evaluate or score JSON whose numbers go into the data card (repeatable)."),
     license: Optional[str] = typer.Option(None, "--license", help="Licence text for the data card [default: a reminder to choose one]."),
     allow_real: Optional[bool] = typer.Option(None, "--allow-real/--no-allow-real", help="Allow DICOM export of real images (subset or real sets); identifiers are stripped."),
+    png_bits: Optional[int] = typer.Option(None, "--png-bits", help="PNG: 8 or 16 bits per sample (16: grey sets only, for values 8 bits would quantise) [default: 8]."),
     overwrite: Optional[bool] = OverwriteOpt,
     config: Optional[List[Path]] = ConfigOpt,
     sets: Optional[List[str]] = SetOpt,
@@ -372,7 +373,8 @@ def export(
 ) -> None:
     """Write a set as PNG, NIfTI, DICOM Secondary Capture or MedMNIST-style npz, with a data card.
 
-    Formats: png (per image + class grid), nifti (modality values, affine from the spacing),
+    Formats: png (class folders torchvision ImageFolder and Hugging Face imagefolder read, metadata.csv,
+    grid.png beside them), nifti (modality values, affine from the spacing; dataset.json, a MONAI datalist),
     dicom (Secondary Capture, one series per class, no patient data, values restored to the
     ingest window), npz (MedMNIST keys train/val/test_images/_labels), card (CARD.md + card.json).
     The output folder is written whole or not at all. Real images (kind real or subset) are never
@@ -390,7 +392,7 @@ def export(
         ExportConfig, **_common(config, sets),
         input=str(data), output=str(output) if output else None, formats=_split_list(formats),
         stack=stack, uid_root=uid_root, report=[str(p) for p in report] if report else None,
-        license=license, allow_real=allow_real, overwrite=overwrite,
+        license=license, allow_real=allow_real, overwrite=overwrite, png_bits=png_bits,
     ))
     if cfg.output is None:
         cfg.output = str(Path(cfg.input).with_name(Path(cfg.input).stem + "_export"))

@@ -140,6 +140,7 @@ class ExportConfig:
     license: str = ""
     allow_real: bool = False
     overwrite: bool = False
+    png_bits: int = 8
 
 
 SECTIONS: dict[str, type] = {
