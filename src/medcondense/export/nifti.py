@@ -14,7 +14,8 @@ viewers open with it. Layout, so that a viewer shows the image as the PNG does:
 
 Beside ``nifti/``, ``dataset.json`` is a MONAI datalist in the Medical Segmentation Decathlon
 style (``training``, ``validation``, ``test`` lists of ``{"image": "nifti/...", "label": k}``,
-paths relative to the file, ``labels`` naming the classes), which
+paths relative to the file, ``labels`` naming the classes; a split with no images has no list, as
+MONAI's loader fails on an empty one), which
 ``monai.data.load_decathlon_datalist("dataset.json", is_segmentation=False)`` reads. With
 ``--stack`` (one file per class, no per-image file) no datalist is written.
 """
@@ -70,7 +71,7 @@ def write_datalist(ctx: ExportContext, folders: list[str], path: Path) -> None:
         "numTraining": len(lists["training"]),
         "numValidation": len(lists["validation"]),
         "numTest": len(lists["test"]),
-        **lists,
+        **{key: items for key, items in lists.items() if items},  # MONAI fails on an empty list
     }
     path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
 

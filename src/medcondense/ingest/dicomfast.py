@@ -7,7 +7,8 @@ the pixel data as a numpy array. Anything it does not handle exactly as pydicom 
 :class:`NotLight`, and the caller reads that file with pydicom instead:
 
 * no ``DICM`` preamble, a transfer syntax other than Implicit/Explicit VR Little Endian,
-  several frames, several samples per pixel, float pixel data, a Modality LUT Sequence;
+  several frames, several samples per pixel, a photometric interpretation other than
+  MONOCHROME1/2 (palette colour), float pixel data, a Modality LUT Sequence;
 * any text value with bytes outside ASCII (pydicom decodes those with the file's character set;
   the patient key must not depend on which reader ran);
 * a keyword the reader does not know (so a field added to the header later is never read
@@ -271,4 +272,6 @@ def parse(data: bytes) -> LightDataset:
         raise NotLight("several frames or samples")
     if "Rows" not in values or "Columns" not in values:
         raise NotLight("no Rows/Columns")
+    if str(values.get("PhotometricInterpretation") or "MONOCHROME2").strip() not in ("MONOCHROME1", "MONOCHROME2"):
+        raise NotLight("not monochrome (palette and colour go through pydicom's LUTs)")
     return LightDataset(values, transfer_syntax, span[0], span[1], data)
