@@ -110,10 +110,11 @@ def _walk(root: Path, skip: set[Path]) -> list[Path]:
     return [p for p in found if p.resolve() not in skip]
 
 
-def sniff_plain(path: Path) -> str | None:
-    from medcondense.ingest.images import sniff
+def sniff(path: Path) -> str | None:
+    """``dicom`` (DICM marker), ``image`` or ``npz`` by the first bytes, else None."""
+    from medcondense.ingest.images import sniff as sniff_file
 
-    return sniff(path)
+    return sniff_file(path)
 
 
 def classify(path: Path, root: Path, rejects: list[tuple[str, str]]) -> Candidate | None:
@@ -123,10 +124,10 @@ def classify(path: Path, root: Path, rejects: list[tuple[str, str]]) -> Candidat
     if not os.access(path, os.R_OK):
         rejects.append((str(path), "cannot read the file (permission denied)"))
         return None
-    plain = sniff_plain(path)  # PNG/JPEG/TIFF or npz, by content; never a file with the DICM marker
-    if plain is not None:
-        return Candidate(str(path), str(root), plain)
-    if is_dicom(path):
+    kind = sniff(path)  # by content, one read: the DICM marker, a PNG/JPEG/TIFF signature, an npz zip
+    if kind is not None:
+        return Candidate(str(path), str(root), kind)
+    if is_dicom(path):  # preamble-less DICOM
         return Candidate(str(path), str(root), "dicom")
     rejects.append((str(path), "neither DICOM (no DICM marker, no image tags) nor NIfTI (.nii/.nii.gz)"))
     return None

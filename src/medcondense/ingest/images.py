@@ -40,14 +40,15 @@ IMAGE_RANGE = win.WindowSpec("fixed", 0.5, 1.0, "image range 0-1")
 
 
 def sniff(path: Path) -> str | None:
-    """``image`` for a PNG/JPEG/TIFF, ``npz`` for a ``.npz`` zip, else None (DICOM is never an image)."""
+    """``dicom`` for the DICM marker (whatever else the file looks like: DICOM-TIFF dual files are
+    DICOM), ``image`` for a PNG/JPEG/TIFF signature, ``npz`` for a ``.npz`` zip, else None."""
     try:
         with open(path, "rb") as f:
             head = f.read(132)
     except OSError:
         return None
-    if head[128:132] == b"DICM":  # e.g. a DICOM-TIFF dual-personality file: DICOM wins
-        return None
+    if head[128:132] == b"DICM":
+        return "dicom"
     if any(head.startswith(sig) for sig in SIGNATURES):
         return "image"
     if head.startswith(ZIP_SIGNATURE) and path.name.lower().endswith(".npz"):

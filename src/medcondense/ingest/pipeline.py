@@ -12,7 +12,6 @@ import csv
 import logging
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,6 +237,8 @@ def mapper(workers: int) -> Iterator[Callable[..., Iterable[Any]]]:
     if workers <= 1:
         yield lambda fn, items, chunksize=1: map(fn, items)
         return
+    from concurrent.futures import ProcessPoolExecutor  # only with --workers: 30 ms of start-up
+
     pool = ProcessPoolExecutor(max_workers=workers)
     try:
         yield lambda fn, items, chunksize=1: pool.map(fn, items, chunksize=max(1, chunksize))
