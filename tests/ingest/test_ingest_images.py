@@ -176,3 +176,17 @@ def test_npz_export_ingest_round_trip_on_a_real_set(cohort: Path, tmp_path: Path
         assert pa.n == pb.n and (pa.labels == pb.labels).all()
         assert np.abs(pa.images - pb.images).max() <= 1 / 255
     assert len(set(a.split.tolist())) == 3  # the split really was exercised
+
+
+def test_labels_csv_patients_group_images_and_are_keyed(tmp_path: Path, config) -> None:
+    """A patient column in the labels CSV groups images (HMAC-keyed, never stored raw); its splits win."""
+    rows = ["path,label,patient,split"]
+    for i in range(6):
+        write_png(tmp_path / "in" / f"img{i}.png", np.full((8, 8), 40 * i, np.uint8))
+        rows.append(f"in/img{i}.png,{'a' if i % 2 else 'b'},Jane Doe {i // 2},{'test' if i >= 4 else 'train'}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    result = pipeline.run(config([tmp_path / "in"], labels_csv=str(tmp_path / "labels.csv")))
+    s = store.read(result["output"])
+    assert result["patients"] == 3 and result["splits"] == {"train": 4, "val": 0, "test": 2}
+    keys = list(s.meta["patient_key"])
+    assert len(set(keys)) == 3 and not any("Jane" in k for k in keys)
