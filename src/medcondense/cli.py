@@ -139,7 +139,7 @@ def ingest(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output HDF5 [default: <workdir>/data.h5]."),
     size: Optional[int] = typer.Option(None, "--size", help="Output image size in pixels, e.g. 28, 32, 64, 128 [default: 64]."),
     spacing: Optional[float] = typer.Option(None, "--spacing", help="Resample in-plane to this spacing in mm before crop/resize [default: keep]."),
-    window: Optional[str] = typer.Option(None, "--window", help="auto | voi (the file's own) | brain | subdural | bone | lung | abdomen | mediastinum | C/W (e.g. 40/400) | percentile | none [default: auto: VOI for CT, percentile for MR/NIfTI]."),
+    window: Optional[str] = typer.Option(None, "--window", help="auto | voi (the file's own) | brain | subdural | bone | lung | abdomen | mediastinum | C/W (e.g. 40/400) | percentile | none [default: auto: VOI for CT, percentile for MR/NIfTI, as stored for PNG/JPEG/TIFF/npz]."),
     normalize: Optional[str] = typer.Option(None, "--normalize", help="window ([0,1]) | zscore | ct (clip 0.5/99.5 pct + z-score) [default: window]."),
     channels: Optional[str] = typer.Option(None, "--channels", help="grey (RGB -> luminance) | keep [default: grey]."),
     axis: Optional[int] = typer.Option(None, "--axis", help="NIfTI slicing axis in RAS: 0 sagittal, 1 coronal, 2 axial [default: 2]."),
@@ -176,9 +176,9 @@ def ingest(
 
       medcondense ingest ./mri --normalize zscore --slices central:20 --json
 
-      medcondense ingest ./derm_photos --channels keep --size 64 -o derm.h5     # class folders of JPEGs
+      medcondense ingest ./derm_photos --channels keep -o derm.h5   # JPEG class folders
 
-      medcondense ingest pathmnist.npz --size 28 -o path.h5                      # splits kept
+      medcondense ingest pathmnist.npz --size 28 -o path.h5        # splits kept
     """
     from medcondense.config import default_data_path
 
