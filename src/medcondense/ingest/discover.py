@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DICOMDIR_NAME = "DICOMDIR"
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+KINDS = ("dicom", "nifti", "image", "npz")
 
 
 @dataclass(frozen=True)
@@ -168,9 +169,9 @@ def discover(inputs: list[str], *, skip: list[str] | None = None, mask_suffix: s
             candidate = classify(path, root, result.rejects)
             if candidate is not None:
                 result.candidates.append(candidate)
-    log.info("found %d image files (%d DICOM, %d NIfTI), %d rejected", len(result.candidates),
-             sum(c.kind == "dicom" for c in result.candidates),
-             sum(c.kind == "nifti" for c in result.candidates), len(result.rejects))
+    log.info("found %d image files (%d DICOM, %d NIfTI, %d PNG/JPEG/TIFF, %d npz), %d rejected",
+             len(result.candidates), *(sum(c.kind == k for c in result.candidates) for k in KINDS),
+             len(result.rejects))
     return result
 
 
