@@ -3,7 +3,9 @@
 DICOM is recognised by its content (the ``DICM`` marker after the 128-byte preamble, or, for
 preamble-less files, a forced pydicom read that finds Rows and Columns), never by extension.
 A folder holding a ``DICOMDIR`` contributes exactly the files the DICOMDIR references. Hidden
-files and folders are skipped. Anything else becomes a reject with its reason.
+files and folders are skipped. PNG, JPEG and TIFF images and MedMNIST ``.npz`` files are
+recognised by their signatures (:func:`medcondense.ingest.images.sniff`); which kinds are read is
+decided later (``--input-format``). Anything else becomes a reject with its reason.
 """
 
 from __future__ import annotations
