@@ -41,8 +41,9 @@ def measure(method: str, ipc: int, variant: str, device_name: str, iterations: i
     """Time ``iterations`` outer iterations of one configuration (after one warm-up iteration)."""
     import torch
 
-    from medcondense.distill.base import DataSpec, Engine, Hyperparameters, RealSampler, initial_state, method_class
-    from medcondense.distill.augment import default_ops
+    from medcondense.distill.base import DataSpec, Engine, Hyperparameters, RealSampler, initial_state
+    from medcondense.distill.registry import method_class
+    from medcondense.augment import default_ops
     from medcondense.distill.dc import loops_for_ipc
 
     if threads:

@@ -68,9 +68,10 @@ def distill_config(ref: dict, output: Path, seed: int):
 
 def run_row(key: str, ref: dict, seed: int) -> dict:
     """Distil and evaluate one row; return our record (same keys as the reference's where they mean the same)."""
-    from medcondense import evaluate, store
-    from medcondense.distill import pipeline as distill_pipeline
+    from medcondense import store
     from medcondense.config import EvaluateConfig
+    from medcondense.distill import pipeline as distill_pipeline
+    from medcondense.evaluate import pipeline as evaluate
 
     real = store.read(ref["data"]["path"])
     digest = store.content_hash(real)

@@ -4,7 +4,7 @@
 For each task (the brain-region family of ``examples/brain_patches.py`` plus Fashion-MNIST from
 ``examples/fashion_mnist.py``; every task's test images are disjoint from its train images):
 
-1. ``medcondense.score.run``: random-subset accuracy relative to full data (the indicator) and
+1. ``medcondense.score.pipeline.run``: random-subset accuracy relative to full data (the indicator) and
    the random-ConvNet proxies, at each IPC;
 2. ``medcondense.distill.pipeline.run`` with DM and DC at each IPC;
 3. train ConvNets on each distilled set with the indicator's protocol and test them:
@@ -123,10 +123,11 @@ def syn_accuracy(syn_path: Path, data_path: Path, settings: Settings, device: st
     """Test accuracy of ConvNets trained on a distilled set, with the random baseline's protocol.
 
     Same trainer, epochs, standardization and seeds (model k: ``seed + k``) as
-    :func:`medcondense.evaluate.real_baselines`, which gives the indicator's random-subset accuracy.
+    :func:`medcondense.evaluate.baselines.real_baselines`, which gives the indicator's random-subset accuracy.
     """
     from medcondense.device import resolve_device
-    from medcondense.evaluate import evaluate_images, load_input, load_real
+    from medcondense.evaluate.data import load_input, load_real
+    from medcondense.evaluate.protocol import evaluate_images
     from medcondense.train import TrainSettings
 
     real = load_real(data_path)
@@ -156,8 +157,8 @@ def distil(data_path: Path, method: str, ipc: int, settings: Settings, device: s
 
 def measure_task(task: str, workdir: Path, settings: Settings, device: str, seed: int) -> dict:
     """Score, distil and evaluate one task; cached in ``<workdir>/<task>/bench.json``."""
-    from medcondense import score
     from medcondense.config import ScoreConfig
+    from medcondense.score import pipeline as score
 
     folder = workdir / task
     cache = folder / "bench.json"

@@ -20,7 +20,7 @@ Configurations (``--quick`` is the default):
   10 nets, 1000 epochs with DSA augmentation (the reference's ``dsa`` evaluation); full baseline
   5 nets, 1000 SGD steps (evaluate's default).
 
-The full-train-split row is evaluate's ``full`` baseline (``evaluate.real_baselines``, the same
+The full-train-split row is evaluate's ``full`` baseline (``evaluate.baselines.real_baselines``, the same
 cache in ``<data>.baselines.json``), trained without augmentation for ``min(epochs, full_steps /
 batches per epoch)`` epochs: its own, smaller budget, because on a CPU it costs more than all the
 small sets together.
@@ -179,9 +179,10 @@ def _machine(device: str) -> dict:
 
 def run_cell(task: str, data: Path, method: str, ipc: int, budget: Budget, device: str, note: str) -> dict:
     """Distil (or pick the coreset) and evaluate one cell; the full baseline comes from evaluate's cache."""
-    from medcondense import evaluate, store
+    from medcondense import store
     from medcondense.config import DistillConfig, EvaluateConfig
     from medcondense.distill import pipeline as distill_pipeline
+    from medcondense.evaluate import pipeline as evaluate
 
     syn = data.parent / f"{method}_ipc{ipc}.h5"
     started = time.perf_counter()
@@ -209,12 +210,14 @@ def run_cell(task: str, data: Path, method: str, ipc: int, budget: Budget, devic
 
 def run_full_cell(task: str, data: Path, budget: Budget, device: str, note: str) -> dict:
     """Evaluate's full-train-split baseline of one task (``full_models`` nets, ``full_steps`` SGD steps)."""
-    from medcondense import evaluate, store
+    from medcondense import store
+    from medcondense.evaluate.baselines import real_baselines
+    from medcondense.evaluate.data import load_real
 
     started = time.perf_counter()
-    real = evaluate.load_real(data)
-    full, _ = evaluate.real_baselines(real, ipcs=[], models=budget.full_models, epochs=budget.eval_epochs,
-                                      full_steps=budget.full_steps, device=device, seed=budget.seed, which=("full",))
+    real = load_real(data)
+    full, _ = real_baselines(real, ipcs=[], models=budget.full_models, epochs=budget.eval_epochs,
+                             full_steps=budget.full_steps, device=device, seed=budget.seed, which=("full",))
     return {
         "task": task, "method": FULL, "ipc": 0, "budget": budget.name, "data": str(data),
         "data_hash": store.content_hash(store.read(data)), "accuracy": full["accuracy"],

@@ -108,7 +108,8 @@ def _our_runner(method: str, ipc: int, batch_real: int, loops, real, device, ove
     import torch
 
     from medcondense.config import DistillConfig
-    from medcondense.distill.base import DataSpec, Engine, RealSampler, initial_state, method_class
+    from medcondense.distill.base import DataSpec, Engine, RealSampler, initial_state
+    from medcondense.distill.registry import method_class
     from medcondense.distill.pipeline import resolve_hyperparameters
 
     config = DistillConfig(method=method, ipc=ipc, batch_real=batch_real, preset="paper",  # a paper-length run

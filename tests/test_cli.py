@@ -84,5 +84,12 @@ def test_stage_on_a_file_that_is_not_ours_exits_3(tmp_path) -> None:
 
 def test_distill_and_evaluate_import_no_image_io_library() -> None:
     # They run on GPU machines that may lack pydicom, SimpleITK and nibabel (DESIGN.md).
-    code = "import medcondense.distill.pipeline, medcondense.evaluate, medcondense.score"
+    code = "import medcondense.distill.pipeline, medcondense.evaluate.pipeline, medcondense.score.pipeline"
     assert _modules_loaded_after(code, ("pydicom", "SimpleITK", "nibabel")) == []
+
+
+def test_stage_packages_and_shared_helpers_import_no_torch() -> None:
+    # Package __init__s are docstrings and runkey is plain hashing: the CLI and score can read
+    # them without paying for torch; only the stage modules (<stage>/pipeline.py) load it.
+    code = "import medcondense.evaluate, medcondense.score, medcondense.distill, medcondense.runkey"
+    assert _modules_loaded_after(code, ("torch", "h5py", "matplotlib")) == []

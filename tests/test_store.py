@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from medcondense import store
-from medcondense.atomic import tmp_path_for
+from medcondense.atomic import temporaries_for
 from medcondense.errors import ConfigError, StoreError
 
 
@@ -63,7 +63,7 @@ def test_interrupted_write_leaves_no_file(tmp_path: Path, blob_set: store.ImageS
     with pytest.raises(KeyboardInterrupt):
         store.write(path, blob_set)
     assert not path.exists()
-    assert not tmp_path_for(path).exists()
+    assert not temporaries_for(path)
 
 
 def test_failed_overwrite_keeps_the_old_file(real_h5: Path, blob_set: store.ImageSet, monkeypatch) -> None:

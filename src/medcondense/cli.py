@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import nullcontext
 from importlib import import_module
 from pathlib import Path
 from typing import Any, Callable, List, Optional
@@ -81,12 +82,26 @@ def _run_stage(
     verbose: int,
 ) -> None:
     """Run ``module.run(config)``, print its result, and exit with the right code."""
-    from medcondense.console import setup_logging, stdout_console
+    from medcondense import interrupts
+    from medcondense.console import setup_logging
 
     setup_logging(verbose, quiet)
+    with interrupts.installed():  # SIGTERM behaves like Ctrl-C: clean-up, exit 130
+        _run_stage_body(module, config, as_json=as_json, verbose=verbose)
+
+
+def _run_stage_body(module: str, config: Any, *, as_json: bool, verbose: int) -> None:
+    """:func:`_run_stage` with the signal handlers in place."""
+    from medcondense import interrupts
+    from medcondense.atomic import output_lock
+    from medcondense.console import stdout_console
+
+    output = getattr(config, "output", None)
+    interrupts.mark_final(output)
     try:
         stage = import_module(module)
-        result = stage.run(config)
+        with output_lock(output) if output else nullcontext():
+            result = stage.run(config)
     except AlreadyDone as done:
         log.info("%s is up to date (same inputs and options); pass --overwrite to redo it", done.path)
         result = {"skipped": True, "output": done.path, **done.result}
@@ -96,8 +111,11 @@ def _run_stage(
             log.exception("error")
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+    except KeyboardInterrupt as exc:
+        interrupts.finish()
+        what = "terminated (SIGTERM)" if isinstance(exc, interrupts.Terminated) else "interrupted"
+        kept = f"; {output} unchanged" if output else ""
+        typer.echo(f"{what}{kept}", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except Exception as exc:  # a bug: say so in one line, traceback only with -v
         if verbose:
@@ -107,6 +125,8 @@ def _run_stage(
             err=True,
         )
         raise typer.Exit(EXIT_RUNTIME) from None
+    if interrupts.finish() is not None:
+        log.warning("interrupted while %s was being published; it is complete, so the stage finished", output)
     exit_code = int(result.pop("exit_code", 0)) if isinstance(result, dict) else 0
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
@@ -199,11 +219,19 @@ def ingest(
 
 
 # distill --------------------------------------------------------------------------------------
+def _method_help() -> str:
+    """``--method``'s help, listing the names of the method table (which imports no torch)."""
+    from medcondense.distill.registry import CORESETS, METHODS
+
+    return (f"{' | '.join(METHODS)} (synthetic) or {' | '.join(CORESETS)} (coreset of real images) "
+            "[default: dsa].")
+
+
 @app.command()
 def distill(
     data: Optional[Path] = typer.Argument(None, help="Real data set from ingest [default: <workdir>/data.h5]."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output HDF5 [default: syn_<method>_ipc<N>.h5 beside the input]."),
-    method: Optional[str] = typer.Option(None, "--method", help="dc | dsa | dm (synthetic) or random | herding | kcenter (coreset of real images) [default: dsa]."),
+    method: Optional[str] = typer.Option(None, "--method", help=_method_help()),
     ipc: Optional[int] = typer.Option(None, "--ipc", help="Images per class, e.g. 1, 10, 50 [default: 10]."),
     preset: Optional[str] = typer.Option(None, "--preset", help="quick (minutes on a CPU) | paper (the reference iteration counts) [default: quick]."),
     iterations: Optional[int] = typer.Option(None, "--iterations", help="Outer iterations [default: from --preset: quick DC/DSA 10, DM 200; paper DC/DSA 1000, DM 20000]."),
@@ -300,7 +328,7 @@ def evaluate(
     ))
     if cfg.real is None:
         cfg.real = str(default_data_path(str(workdir) if workdir else None))
-    _run_stage("medcondense.evaluate", cfg, as_json=as_json, quiet=quiet, verbose=verbose)
+    _run_stage("medcondense.evaluate.pipeline", cfg, as_json=as_json, quiet=quiet, verbose=verbose)
 
 
 # score ----------------------------------------------------------------------------------------
@@ -349,7 +377,7 @@ def score(
     ))
     if cfg.data is None:
         cfg.data = str(default_data_path(str(workdir) if workdir else None))
-    _run_stage("medcondense.score", cfg, as_json=as_json, quiet=quiet, verbose=verbose)
+    _run_stage("medcondense.score.pipeline", cfg, as_json=as_json, quiet=quiet, verbose=verbose)
 
 
 # export ---------------------------------------------------------------------------------------

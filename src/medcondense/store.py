@@ -10,8 +10,8 @@ docs/format.md is the contract; this module is its one implementation. Layout::
                      preprocessing, provenance, content_hash (+ method, ipc, source_hash, ...)
 
 Every stage calls :func:`read` (which calls :func:`validate`) on its inputs and :func:`write` on
-its outputs. ``write`` goes to ``<name>.tmp`` and renames at the end, so an interrupted run never
-leaves a valid-looking file behind.
+its outputs. ``write`` goes to a private temporary beside the target and renames at the end
+(:mod:`medcondense.atomic`), so an interrupted run never leaves a valid-looking file behind.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from medcondense import interrupts
 from medcondense.atomic import atomic_path
 from medcondense.errors import ConfigError, StoreError
 
@@ -258,8 +259,8 @@ def canonical(image_set: ImageSet) -> ImageSet:
 def write(path: str | Path, image_set: ImageSet, *, overwrite: bool = False) -> str:
     """Write ``image_set`` to ``path`` atomically and return its content hash.
 
-    The file is written to ``<path>.tmp`` and renamed over ``path`` only when complete; on any
-    error the temporary file is removed and the existing ``path`` (if any) is left untouched.
+    The file is written to a private temporary (:func:`medcondense.atomic.atomic_path`) and
+    renamed over ``path`` only when complete; on any error, Ctrl-C or SIGTERM the temporary is removed and the existing ``path`` (if any) is left untouched.
 
     Raises
     ------
@@ -276,7 +277,27 @@ def write(path: str | Path, image_set: ImageSet, *, overwrite: bool = False) -> 
     image_set = canonical(image_set)
     _check_consistent(image_set, path)
     digest = content_hash(image_set)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=True) as f:
+    with interrupts.deferred():
+        # h5py swallows an exception raised inside its own calls ("Exception ignored"), so a
+        # signal is only recorded here and raised between chunks (interrupts.check)
+        image = _file_image(image_set, digest)
+    with atomic_path(path, expected_bytes=len(image)) as tmp:
+        _write_bytes(tmp, image)
+    return digest
+
+
+def _file_image(image_set: ImageSet, digest: str) -> bytes:
+    """The whole HDF5 file, built in memory.
+
+    HDF5 crashes the interpreter (segfault at close) when the disk fills during a write, so the
+    library never writes to disk: the file is built with the in-memory driver and written out
+    with plain Python I/O, where a full disk is an ordinary OSError. The compressed image is
+    never larger than the arrays already in memory.
+    """
+    import h5py
+
+    f = h5py.File(f"medcondense-{id(image_set)}.h5", "w", driver="core", backing_store=False, track_order=True)
+    try:
         _write_arrays(f, image_set)
         attrs = dict(image_set.attrs)
         attrs.update(
@@ -287,7 +308,18 @@ def write(path: str | Path, image_set: ImageSet, *, overwrite: bool = False) -> 
         )
         for name in sorted(attrs):
             f.attrs[name] = _encode_attr(name, attrs[name])
-    return digest
+        f.flush()
+        return f.id.get_file_image()
+    finally:
+        f.close()
+
+
+def _write_bytes(path: Path, data: bytes, block: int = 8 << 20) -> None:
+    """Write ``data`` to ``path`` in blocks, letting Ctrl-C/SIGTERM in between."""
+    view = memoryview(data)
+    with open(path, "wb") as out:
+        for start in range(0, len(view), block):
+            out.write(view[start:start + block])
 
 
 def _write_arrays(f: Any, image_set: ImageSet) -> None:
@@ -295,10 +327,14 @@ def _write_arrays(f: Any, image_set: ImageSet) -> None:
 
     n = image_set.n
     chunk = (1, *image_set.images.shape[1:]) if n else None
-    f.create_dataset(
-        "images", data=image_set.images, chunks=chunk, compression="gzip",
+    images = f.create_dataset(
+        "images", shape=image_set.images.shape, dtype=np.float32, chunks=chunk, compression="gzip",
         compression_opts=4, shuffle=True, track_times=False,
     )
+    step = max(1, (8 << 20) // max(1, image_set.images[:1].nbytes))  # about 8 MB a block
+    for start in range(0, n, step):
+        interrupts.check()
+        images[start:start + step] = image_set.images[start:start + step]
     f.create_dataset("labels", data=image_set.labels, track_times=False)
     f.create_dataset("split", data=image_set.split, track_times=False)
     meta = f.create_group("meta", track_order=True)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from distill_helpers import fast_config, write_blob
-from medcondense.atomic import tmp_path_for
+from medcondense.atomic import temporaries_for
 from medcondense import store
 from medcondense.distill import base, pipeline
 from medcondense.distill.base import EngineHooks, checkpoint_path_for
@@ -100,7 +100,7 @@ def test_periodic_checkpoints_are_written_atomically(data, tmp_path, monkeypatch
     def spy(path, state, *args, **kwargs):
         real_save(path, state, *args, **kwargs)
         saved.append(state.iteration)
-        assert path.exists() and not path.with_name(path.name + ".tmp").exists()
+        assert path.exists() and not temporaries_for(path)
 
     monkeypatch.setattr(base, "save_checkpoint", spy)
     pipeline.run(fast_config(data, tmp_path / "syn.h5", "dm", iterations=6, checkpoint_every=2))
@@ -123,16 +123,18 @@ def test_nan_loss_stops_with_the_iteration_and_keeps_the_last_good_checkpoint(da
     with pytest.raises(RuntimeFailure, match="became nan at iteration 3") as info:
         pipeline.run(fast_config(data, out, "dm", iterations=6, checkpoint_every=0))
     assert info.value.exit_code == 1
-    assert not out.exists() and not tmp_path_for(out).exists()
+    assert not out.exists() and not temporaries_for(out)
     payload = torch.load(checkpoint_path_for(out), weights_only=True)
     assert payload["iteration"] == 3 and torch.isfinite(payload["syn"]).all()
 
 
-def test_methods_are_registered_by_name():
-    assert base.method_class("dm").name == "dm"
-    assert set(base.METHODS) >= {"dc", "dsa", "dm"}
-    with pytest.raises(ConfigError, match="dc, dm, dsa"):
-        base.method_class("mtt")
+def test_methods_are_found_by_name_in_the_table():
+    from medcondense.distill import registry
+
+    assert registry.method_class("dm").name == "dm"
+    assert set(registry.METHODS) >= {"dc", "dsa", "dm"}
+    with pytest.raises(ConfigError, match="dc, dsa, dm, random, herding, kcenter"):
+        registry.method_class("gan")
 
 
 def test_out_of_memory_names_the_knobs_and_keeps_a_checkpoint(data, tmp_path, monkeypatch):

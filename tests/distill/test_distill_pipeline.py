@@ -11,7 +11,7 @@ import torch
 from distill_helpers import fast_config, write_blob
 from medcondense import store
 from medcondense.config import DistillConfig
-from medcondense.distill import pipeline
+from medcondense.distill import base, pipeline
 from medcondense.errors import AlreadyDone, ConfigError, StoreError
 
 
@@ -157,7 +157,7 @@ def test_presets_and_defaults_follow_the_reference(data):
     assert cuda.batch_classes is True and cuda.amp == "off" and cuda.compile is False
     dc = pipeline.resolve_hyperparameters(DistillConfig(method="dc", batch_classes="on"), cpu, True)
     assert dc.batch_classes is False, "DC/DSA compare per-class gradients"
-    assert dc.amp == ("bf16" if pipeline._cpu_has_fast_bf16() else "off")
+    assert dc.amp == ("bf16" if base.cpu_has_fast_bf16() else "off")
     assert pipeline.resolve_hyperparameters(DistillConfig(method="dsa", amp="bf16"), cpu, True).amp == "bf16"
 
 

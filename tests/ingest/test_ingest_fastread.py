@@ -117,5 +117,5 @@ def test_rerun_is_a_no_op_and_a_changed_file_is_seen(tmp_path: Path, config) -> 
     data = bytearray(files[0].read_bytes())
     data[-1] ^= 0xFF  # one pixel byte: same size, new content
     files[0].write_bytes(bytes(data))
-    with pytest.raises(ConfigError, match="other inputs"):
+    with pytest.raises(ConfigError, match="different run"):
         pipeline.run(cfg)

@@ -7,8 +7,11 @@ import json
 
 import numpy as np
 
-from medcondense import evaluate, score, store
+from medcondense import store
 from medcondense.config import EvaluateConfig
+from medcondense.evaluate import baselines
+from medcondense.evaluate import pipeline as evaluate
+from medcondense.score import pipeline as score
 
 from score_helpers import quick_config
 
@@ -38,8 +41,8 @@ def test_score_and_evaluate_share_one_cached_baseline(real_h5, tmp_path, monkeyp
     def must_not_train(*args, **kwargs):
         raise AssertionError("the baseline should come from the cache")
 
-    monkeypatch.setattr(evaluate, "_full_baseline", must_not_train)
-    monkeypatch.setattr(evaluate, "_random_baseline", must_not_train)
+    monkeypatch.setattr(baselines, "_full_baseline", must_not_train)
+    monkeypatch.setattr(baselines, "_random_baseline", must_not_train)
     again = score.run(quick_config(real_h5, repeats=1, epochs=10, full_steps=20))
     assert again["full_data"]["cached"] and again["ipc"][0]["random_accuracy"]["cached"]
     syn = tmp_path / "syn.h5"

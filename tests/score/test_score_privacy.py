@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medcondense import score
+from medcondense.score import pipeline as score
 from medcondense.errors import EXIT_GATE
 
 from score_helpers import quick_config, write_syn

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medcondense import score
+from medcondense.score import pipeline as score
 from medcondense.errors import ConfigError, DataMismatchError, StoreError
 
 from score_helpers import quick_config, write_syn

@@ -1,15 +1,21 @@
-"""The distillation engine: a registry of methods and the one loop they all share.
+"""The distillation engine: the :class:`Method` API and the one loop every method shares.
 
-A method (DC, DSA, DM) is a strategy: it says how to build the network of an outer iteration,
-how to turn a real batch and a synthetic batch per class into a loss, and what to do between two
-updates of the synthetic images (DC/DSA train the network there). Everything else lives here
-and is the same for every method:
+A method (DC, DSA, DM) is a strategy: it resolves its own hyper-parameters
+(:meth:`Method.resolve`), says how to build the network of an outer iteration, how to turn a
+real batch and a synthetic batch per class into a loss (or writes the images' gradients itself,
+:attr:`Method.writes_own_gradients`), may own state besides the images (:meth:`Method.init_state`,
+:meth:`Method.state_dict`), and what to do between two updates of the synthetic images (DC/DSA
+train the network there). Methods are found by name in :mod:`medcondense.distill.registry`.
+Everything else lives here and is the same for every method:
 
 * sampling real batches per class (one seeded ``torch.Generator``, also used for augmentation
   parameters, so a run is a function of ``--seed``),
 * the synthetic tensor and its SGD optimizer (momentum 0.5, as in the reference),
 * the loss curve, NaN/Inf detection and the progress bar,
-* checkpoints (atomic, every K iterations, on Ctrl-C) and exact resume.
+* checkpoints (atomic, every K iterations, on Ctrl-C; format :data:`CHECKPOINT_FORMAT`, with the
+  method's state) and exact resume,
+* class shards: an engine may compute only some classes (``Engine(classes=...)``) while drawing
+  the random numbers of every class, so one process and N processes agree.
 
 Each outer iteration seeds torch's global RNG with ``seed + iteration`` before the method builds
 its fresh network, so a resumed run initializes the same networks as an uninterrupted one.
@@ -19,7 +25,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from abc import ABC, abstractmethod
+from abc import ABC
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -28,12 +34,15 @@ import torch
 from torch import nn
 
 from medcondense.atomic import atomic_path
+from medcondense.config import DistillConfig
+from medcondense.distill.registry import method_class
 from medcondense.errors import ConfigError, Interrupted, RuntimeFailure
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_SUFFIX = ".ckpt"
-CHECKPOINT_FORMAT = 1
+#: version of the checkpoint payload; 2 added ``"method_state"`` (format 1 files are refused)
+CHECKPOINT_FORMAT = 2
 
 
 @dataclass
@@ -61,9 +70,19 @@ class Hyperparameters:
     momentum_img: float = 0.5
     net: dict[str, Any] = field(default_factory=lambda: {"name": "convnet", "width": 128, "depth": 3, "norm": "instancenorm"})
     preset: str = "quick"
+    #: method-specific resolved settings (JSON-able), e.g. MTT's expert settings
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as a JSON-able dict (the output's ``hyperparameters``, part of the run key).
+
+        ``extra`` is left out while empty, so the methods without extra settings (DC, DSA, DM)
+        keep the dicts and run keys they had before ``extra`` existed.
+        """
+        values = asdict(self)
+        if not values["extra"]:
+            del values["extra"]
+        return values
 
 
 @dataclass
@@ -76,11 +95,22 @@ class DataSpec:
 
 
 class Method(ABC):
-    """One distillation method: supplies the network and the loss; the engine does the rest.
+    """One distillation method: resolves its settings, supplies the network and the loss.
 
-    Subclasses register under a name with :func:`register` and set the reference defaults.
+    The engine does the rest. A subclass lives in its own module, is named in
+    :data:`medcondense.distill.registry.METHODS`, sets :attr:`name` to its table key and the
+    reference defaults below, and implements :meth:`begin_iteration` and :meth:`loss` (or sets
+    :attr:`writes_own_gradients` and implements :meth:`backward`). Optional hooks:
+    :meth:`resolve`/:meth:`refine` (method-specific defaults), :meth:`between_updates`,
+    :meth:`after_step`, and :meth:`init_state`/:meth:`state_dict`/:meth:`load_state_dict` for
+    state besides the images (checkpointed, so ``--resume`` stays exact).
+
+    Every random draw must come from the engine's ``generator`` (handed to
+    :meth:`begin_iteration`, :meth:`between_updates` and :meth:`backward`) or from torch's global
+    RNG inside :meth:`begin_iteration`, which the engine seeds with ``seed + iteration``.
     """
 
+    #: the method's key in the registry table (and ``hp.method``)
     name: str = ""
     #: reference learning rate of the synthetic images
     default_lr_img: float = 0.1
@@ -92,11 +122,59 @@ class Method(ABC):
     uses_loops: bool = False
     #: whether the method applies DSA augmentation (DC does not; DSA and DM do)
     uses_augmentation: bool = False
+    #: whether the engine samples real batches (and Siamese augmentation parameters) per class
+    #: for :meth:`loss`; False: it draws none, and no random numbers for them
+    uses_real_batches: bool = True
+    #: whether the engine calls :meth:`backward` (which sets ``syn.grad``) instead of
+    #: ``loss(...).backward()``
+    writes_own_gradients: bool = False
 
     def __init__(self, hp: Hyperparameters, spec: DataSpec, device: torch.device):
         self.hp = hp
         self.spec = spec
         self.device = device
+        #: the class ids this process computes, in the order of the lists :meth:`loss` receives
+        #: (the engine sets it; all classes by default)
+        self.classes: list[int] = list(range(spec.num_classes))
+
+    # -- hyper-parameters ---------------------------------------------------------------------
+    @classmethod
+    def resolve(cls, config: DistillConfig, device: torch.device, laterality: bool) -> Hyperparameters:
+        """The run's hyper-parameters: explicit options, else ``--preset``, else the reference defaults.
+
+        The common rules live here; a method adds its own in :meth:`refine` (DC: the loop table;
+        DM: batched classes; settings without a field go into ``Hyperparameters.extra``).
+        ``--compile auto`` is decided last, from the refined loop count.
+        """
+        iterations = config.iterations if config.iterations is not None else cls.preset_iterations[config.preset]
+        batch_real = config.batch_real if config.batch_real is not None else cls.preset_batch_real[config.preset]
+        amp = config.amp
+        if amp == "auto":
+            # bf16 autocast of the first-order passes on a CPU with native bf16 (benchmarks/
+            # versus_reference.py, alone: DM 1.5-1.6x, DC 1.3x at batch_real 256 and 1.2x at 64;
+            # accuracy within noise of float32 in benchmarks/fidelity.py). CUDA: not measured here.
+            amp = "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "off"
+        hp = Hyperparameters(
+            method=cls.name,
+            ipc=config.ipc,
+            iterations=iterations,
+            lr_img=float(config.lr_img if config.lr_img is not None else cls.default_lr_img),
+            lr_net=float(config.lr_net),
+            batch_real=batch_real,
+            init=config.init,
+            aug=resolve_aug(config, cls.uses_augmentation, laterality),
+            seed=config.seed,
+            amp=amp,
+            preset=config.preset,
+        )
+        hp = cls.refine(hp, config, device)
+        hp.compile = resolve_compile(config, device, (hp.iterations + 1) * hp.outer_loop, hp.batch_real)
+        return hp
+
+    @classmethod
+    def refine(cls, hp: Hyperparameters, config: DistillConfig, device: torch.device) -> Hyperparameters:
+        """Method-specific resolution on top of the common one; default: ``hp`` unchanged."""
+        return hp
 
     @property
     def updates_per_iteration(self) -> int:
@@ -112,47 +190,120 @@ class Method(ABC):
         net = build_net(name, self.spec.channels, self.spec.num_classes, self.spec.image_size, **net_cfg)
         return net.to(self.device)
 
-    @abstractmethod
-    def begin_iteration(self) -> Any:
-        """Prepare one outer iteration (a fresh network, its optimizer); returns the method's state."""
+    # -- method state -------------------------------------------------------------------------
+    def init_state(self, syn: torch.Tensor, generator: torch.Generator) -> None:
+        """Create the method's own state for a fresh run (not called on resume); default none.
 
-    @abstractmethod
-    def loss(self, state: Any, real: list[torch.Tensor], syn: list[torch.Tensor], aug: list[Any]) -> torch.Tensor:
-        """The matching loss summed over classes.
-
-        ``real[c]`` and ``syn[c]`` are the standardized real and synthetic batches of class ``c``;
-        ``aug[c]`` the augmentation parameters sampled for that class (``None`` without aug), to
-        apply identically to both batches.
+        ``syn`` holds the initial (standardized) images; draw any randomness from ``generator``.
         """
+
+    def state_dict(self) -> dict[str, Any]:
+        """The method's own state (tensors, optimizer states; torch.save-able); default empty."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned, tensors already on the method's device.
+
+        :meth:`Engine.run` calls it first whenever its start state holds a method state: on
+        resume (from the checkpoint) and after :meth:`init_state` (its own state, a no-op copy).
+        """
+        if state:
+            raise ConfigError(f"checkpoint holds state for method {self.hp.method}, which keeps none; delete it to start over")
+
+    # -- one iteration ------------------------------------------------------------------------
+    def begin_iteration(self, generator: torch.Generator | None = None) -> Any:
+        """Prepare one outer iteration (a fresh network, its optimizer); returns the method's state.
+
+        Torch's global RNG is seeded with ``seed + iteration`` just before this call.
+        """
+        return None
+
+    def loss(self, state: Any, real: list[torch.Tensor], syn: list[torch.Tensor], aug: list[Any]) -> torch.Tensor:
+        """The matching loss summed over the classes in :attr:`classes`.
+
+        ``real[i]`` and ``syn[i]`` are the standardized real and synthetic batches of class
+        ``self.classes[i]``; ``aug[i]`` the augmentation parameters sampled for that class
+        (``None`` without aug), to apply identically to both batches. Without
+        :attr:`uses_real_batches`, ``real`` is empty and ``aug`` all ``None``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} implements neither loss() nor backward()")
+
+    def backward(self, state: Any, syn: torch.Tensor, generator: torch.Generator) -> float:
+        """Set ``syn.grad`` (all images, [N, C, H, W]) and return the loss value.
+
+        Called instead of ``loss(...).backward()`` when :attr:`writes_own_gradients`; ``syn.grad``
+        is ``None`` on entry. Rows of classes outside :attr:`classes` must get zero gradient.
+        """
+        raise NotImplementedError(f"{type(self).__name__} sets writes_own_gradients but has no backward()")
+
+    def after_step(self, state: Any) -> None:
+        """Called after every step of the images' optimizer (e.g. step an extra optimizer); default none."""
 
     def between_updates(self, state: Any, syn_images: torch.Tensor, syn_labels: torch.Tensor, generator: torch.Generator) -> None:
         """Work between two image updates of one iteration (DC/DSA train the network); default none."""
 
 
-METHODS: dict[str, type[Method]] = {}
+# --------------------------------------------------------------------------- resolution helpers
 
 
-def register(name: str) -> Callable[[type[Method]], type[Method]]:
-    """Class decorator: add a method to :data:`METHODS` under ``name``."""
+def resolve_aug(config: DistillConfig, uses_augmentation: bool, laterality: bool) -> list[str]:
+    """The augmentation ops of the run: ``--aug`` (``none`` for no augmentation) or the default set.
 
-    def wrap(cls: type[Method]) -> type[Method]:
-        cls.name = name
-        METHODS[name] = cls
-        return cls
+    The default leaves out horizontal flip when the data set says laterality matters.
+    """
+    from medcondense.augment import default_ops, validate_ops
 
-    return wrap
-
-
-def method_class(name: str) -> type[Method]:
-    """The registered method class called ``name``, or a ConfigError listing the valid names."""
-    import medcondense.distill.dc  # noqa: F401  (registration side effects)
-    import medcondense.distill.dm  # noqa: F401
-    import medcondense.distill.dsa  # noqa: F401
-
+    if not uses_augmentation:
+        if config.aug:
+            log.warning("--method %s does not augment; ignoring --aug %s", config.method, ",".join(config.aug))
+        return []
+    if config.aug is None:
+        return list(default_ops(laterality))
+    if [op.strip().lower() for op in config.aug] == ["none"]:
+        return []
     try:
-        return METHODS[name]
-    except KeyError:
-        raise ConfigError(f"unknown method {name!r}; expected one of {', '.join(sorted(METHODS))}") from None
+        ops = validate_ops(config.aug)
+    except ConfigError as exc:
+        raise ConfigError(f"--aug: {exc.message} (or none)") from None
+    if "flip" in ops and laterality:
+        log.warning("--aug includes flip although the data set marks laterality as meaningful")
+    return ops
+
+
+#: ``--compile auto`` compiles when a run sends at least this many real images per class through
+#: the network (updates x batch_real): compiling costs 5-20 s on 2 cores and saved about 0.3 ms
+#: per real image (DM, benchmarks/versus_reference.py), so ~50,000 images (10 classes) repay it
+COMPILE_MIN_REAL_IMAGES_PER_CLASS = 5000
+
+
+def resolve_compile(config: DistillConfig, device: torch.device, updates: int, batch_real: int) -> bool:
+    """Whether the first-order network passes go through ``torch.compile``.
+
+    ``updates`` is the number of image updates of the whole run. ``auto`` compiles on a CPU with
+    a C++ compiler when the run is long enough to repay the compile time. Not on CUDA: compiled
+    CUDA code has not been measured against eager there.
+    """
+    if config.compile != "auto":
+        return config.compile == "on"
+    long_enough = updates * batch_real >= COMPILE_MIN_REAL_IMAGES_PER_CLASS
+    return device.type == "cpu" and long_enough and has_cxx_compiler()
+
+
+def has_cxx_compiler() -> bool:
+    """True when the C++ compiler torch.compile uses on a CPU is on the PATH."""
+    import shutil
+
+    return any(shutil.which(name) for name in ("g++", "c++", "clang++"))
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bf16 (AVX512-BF16 / AMX); elsewhere bf16 is emulated and slow."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 # --------------------------------------------------------------------------- augmentation
@@ -177,7 +328,7 @@ class Augmenter:
         """
         if not self.ops:
             return None
-        from medcondense.distill.augment import sample_params
+        from medcondense.augment import sample_params
 
         return sample_params(self.ops, generator, self.device, per_sample=per_sample)
 
@@ -186,7 +337,7 @@ class Augmenter:
         """``x`` augmented with ``params`` (differentiable), or ``x`` itself for ``None``."""
         if params is None:
             return x
-        from medcondense.distill.augment import apply_aug
+        from medcondense.augment import apply_aug
 
         return apply_aug(x, params)
 
@@ -225,6 +376,8 @@ class LoopState:
     optimizer_state: dict[str, Any]
     generator_state: torch.Tensor
     loss_curve: list[list[float]]
+    #: the method's own state (:meth:`Method.state_dict`)
+    method_state: dict[str, Any] = field(default_factory=dict)
 
     def snapshot(self) -> "LoopState":
         """A deep copy, so later updates do not change it."""
@@ -234,6 +387,7 @@ class LoopState:
             optimizer_state=copy.deepcopy(self.optimizer_state),
             generator_state=self.generator_state.clone(),
             loss_curve=[list(p) for p in self.loss_curve],
+            method_state=_detached_copy(self.method_state),
         )
 
 
@@ -241,11 +395,12 @@ def save_checkpoint(
     path: Path, state: LoopState, hp: Hyperparameters, run_key: str, source_hash: str,
     config: dict[str, Any] | None = None,
 ) -> None:
-    """Write a checkpoint atomically (``<path>.tmp`` then ``os.replace``).
+    """Write a checkpoint atomically (:func:`medcondense.atomic.atomic_path`).
 
     It holds the method name and resolved hyper-parameters (enough to rebuild the method with
     :func:`rebuild_method`), the stage config, the next iteration, the synthetic images, the
-    optimizer state, the RNG states and the loss curve.
+    optimizer state, the method's own state (``"method_state"``), the RNG states and the loss
+    curve.
     """
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -260,6 +415,7 @@ def save_checkpoint(
         "generator": state.generator_state,
         "torch_rng": torch.get_rng_state(),
         "loss_curve": state.loss_curve,
+        "method_state": _to_cpu(state.method_state),
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -277,7 +433,11 @@ def load_checkpoint(path: Path, run_key: str, source_hash: str) -> dict[str, Any
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for damaged files
         raise ConfigError(f"unreadable checkpoint ({type(exc).__name__}); delete it to start over", path=path) from None
-    if payload.get("format") != CHECKPOINT_FORMAT:
+    found = payload.get("format") if isinstance(payload, dict) else None
+    if isinstance(found, int) and not isinstance(found, bool) and found < CHECKPOINT_FORMAT:
+        raise ConfigError(f"checkpoint of an older format ({found}; this version writes {CHECKPOINT_FORMAT}); "
+                          "delete it to start over", path=path)
+    if found != CHECKPOINT_FORMAT:
         raise ConfigError("checkpoint of an unknown format; delete it to start over", path=path)
     if payload.get("source_hash") != source_hash:
         raise ConfigError("checkpoint was made from another input file; delete it or drop --resume", path=path)
@@ -290,9 +450,10 @@ def load_checkpoint(path: Path, run_key: str, source_hash: str) -> dict[str, Any
     return payload
 
 
-def initial_state(syn_init: torch.Tensor, generator: torch.Generator) -> LoopState:
-    """The loop state before iteration 0: the initial images and the generator as seeded."""
-    return LoopState(0, syn_init.detach().clone(), {}, generator.get_state(), [])
+def initial_state(syn_init: torch.Tensor, generator: torch.Generator, method_state: dict[str, Any] | None = None) -> LoopState:
+    """The loop state before iteration 0: the initial images, the generator as it is now and the
+    method's initial state (what :meth:`Method.init_state` created, as :meth:`Method.state_dict`)."""
+    return LoopState(0, syn_init.detach().clone(), {}, generator.get_state(), [], _detached_copy(method_state or {}))
 
 
 def state_from_checkpoint(payload: dict[str, Any], device: torch.device) -> LoopState:
@@ -303,12 +464,24 @@ def state_from_checkpoint(payload: dict[str, Any], device: torch.device) -> Loop
         optimizer_state=_to_device(payload["optimizer"], device),
         generator_state=payload["generator"],
         loss_curve=[list(p) for p in payload["loss_curve"]],
+        method_state=_to_device(payload.get("method_state") or {}, device),
     )
 
 
 def rebuild_method(payload: dict[str, Any], spec: DataSpec, device: torch.device) -> Method:
     """The method a checkpoint was made with, rebuilt from its name and hyper-parameters."""
     return method_class(payload["method"])(Hyperparameters(**payload["hyperparameters"]), spec, device)
+
+
+def _detached_copy(value: Any) -> Any:
+    """A copy of nested dicts/lists whose tensors are detached clones (later updates leave it alone)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _detached_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_detached_copy(v) for v in value]
+    return copy.deepcopy(value)
 
 
 def _to_cpu(value: Any) -> Any:
@@ -354,6 +527,9 @@ class Engine:
     run_key, source_hash : identify the run inside its checkpoints
     hooks : callbacks (see :class:`EngineHooks`)
     config : the stage config, recorded in checkpoints
+    classes : the class ids this process computes (``None``: all). Every process still draws the
+        real batches and augmentation parameters of *every* class, so the generator advances the
+        same way whichever classes it owns, and shards of one run agree with a single process.
     """
 
     def __init__(
@@ -368,6 +544,7 @@ class Engine:
         source_hash: str,
         hooks: EngineHooks | None = None,
         config: dict[str, Any] | None = None,
+        classes: list[int] | None = None,
     ):
         self.method = method
         self.hp = method.hp
@@ -380,6 +557,12 @@ class Engine:
         self.hooks = hooks or EngineHooks()
         self.config = config or {}
         self.augmenter = Augmenter(self.hp.aug, method.device)
+        num_classes = method.spec.num_classes
+        owned = list(range(num_classes)) if classes is None else sorted({int(c) for c in classes})
+        if not owned or owned[0] < 0 or owned[-1] >= num_classes:
+            raise ConfigError(f"classes {classes!r}: expected a non-empty subset of 0..{num_classes - 1}")
+        self.classes = owned
+        method.classes = owned
 
     def _save(self, state: LoopState) -> None:
         if self.checkpoint is not None:
@@ -390,25 +573,32 @@ class Engine:
     def run(self, state: LoopState, progress: Any = None) -> LoopState:
         """Run the remaining outer iterations from ``state``; return the final state.
 
+        The method's own state is loaded from ``state.method_state`` first (when it holds any),
+        and every returned or checkpointed state carries :meth:`Method.state_dict`.
+
         Raises
         ------
         RuntimeFailure
-            The loss became NaN/Inf (the last good state is kept as the checkpoint).
+            The loss became NaN/Inf (the last good state is kept as the checkpoint), or the
+            method raised it (e.g. from :meth:`Method.after_step`; the checkpoint is kept too).
         Interrupted
             Ctrl-C; the last completed iteration is saved as the checkpoint first.
         """
-        hp = self.hp
+        hp, method = self.hp, self.method
         syn = state.syn.detach().clone().requires_grad_(True)
         optimizer = torch.optim.SGD([syn], lr=hp.lr_img, momentum=hp.momentum_img)
         if state.optimizer_state:
             optimizer.load_state_dict(state.optimizer_state)
+        if state.method_state:
+            method.load_state_dict(_detached_copy(state.method_state))
         generator = torch.Generator().set_state(state.generator_state)
         good = state.snapshot()
         try:
             for it in range(state.iteration, hp.iterations + 1):
                 loss = self._iteration(it, syn, optimizer, generator)
                 curve = good.loss_curve + [[it, loss]]
-                good = LoopState(it + 1, syn, optimizer.state_dict(), generator.get_state(), curve).snapshot()
+                good = LoopState(it + 1, syn, optimizer.state_dict(), generator.get_state(), curve,
+                                 method.state_dict()).snapshot()
                 if progress is not None:
                     progress.advance()
                     progress.update(status=f"loss {loss:.4f}")
@@ -427,6 +617,11 @@ class Engine:
                 f"{hp.method} loss became {bad.value} at iteration {bad.iteration}{kept}",
                 hint="lower --lr-img, or check the input for constant or extreme images",
             ) from None
+        except RuntimeFailure as failure:
+            self._save(good)
+            if self.checkpoint:
+                failure.message = f"{failure.message}; kept the checkpoint of iteration {good.iteration - 1} at {self.checkpoint}"
+            raise
         except torch.OutOfMemoryError:
             self._save(good)
             raise RuntimeFailure(
@@ -439,26 +634,45 @@ class Engine:
         """One outer iteration; returns the mean loss per class and update (as the reference logs it)."""
         hp, method = self.hp, self.method
         torch.manual_seed(hp.seed + it)  # the iteration's fresh network: identical after resume
-        state = method.begin_iteration()
+        state = method.begin_iteration(generator)
         total = 0.0
         updates = method.updates_per_iteration
         for step in range(updates):
-            real = [self.sampler.sample(c, hp.batch_real, generator) for c in range(method.spec.num_classes)]
-            aug = [self.augmenter.sample(generator) for _ in range(method.spec.num_classes)]
-            syn_by_class = list(syn.split(hp.ipc))
-            loss = method.loss(state, real, syn_by_class, aug)
-            value = float(loss.detach())
-            if not torch.isfinite(torch.tensor(value)):
-                raise _NonFinite(it, value)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if method.writes_own_gradients:
+                value = float(method.backward(state, syn, generator))
+                if not torch.isfinite(torch.tensor(value)):
+                    raise _NonFinite(it, value)
+            else:
+                value = self._loss_backward(it, state, syn, generator)
             optimizer.step()
+            method.after_step(state)
             total += value
             if step < updates - 1:
                 method.between_updates(state, syn.detach(), self.syn_labels, generator)
         if not bool(torch.isfinite(syn.detach()).all()):  # a finite loss can still blow up the images
             raise _NonFinite(it, float("nan"))
         return total / (method.spec.num_classes * updates)
+
+    def _loss_backward(self, it: int, state: Any, syn: torch.Tensor, generator: torch.Generator) -> float:
+        """Draw the step's real batches and augmentation parameters (for every class), compute
+        the loss of the owned classes and back-propagate it into ``syn.grad``; returns its value."""
+        hp, method = self.hp, self.method
+        num_classes = method.spec.num_classes
+        if method.uses_real_batches:
+            real = [self.sampler.sample(c, hp.batch_real, generator) for c in range(num_classes)]
+            aug = [self.augmenter.sample(generator) for _ in range(num_classes)]
+        else:
+            real, aug = [], [None] * num_classes
+        syn_by_class = list(syn.split(hp.ipc))
+        owned = self.classes
+        loss = method.loss(state, [real[c] for c in owned] if real else [], [syn_by_class[c] for c in owned],
+                           [aug[c] for c in owned])
+        value = float(loss.detach())
+        if not torch.isfinite(torch.tensor(value)):
+            raise _NonFinite(it, value)
+        loss.backward()
+        return value
 
 
 class _NonFinite(Exception):

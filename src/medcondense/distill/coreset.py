@@ -29,11 +29,13 @@ from typing import Callable
 import torch
 from torch import nn
 
+from medcondense.distill.registry import CORESETS
 from medcondense.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-CORESET_METHODS = ("random", "herding", "kcenter")
+#: the coreset names, from the method table (each has a selector in ``_SELECTORS``)
+CORESET_METHODS = CORESETS
 
 
 @torch.no_grad()

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from medcondense.distill.accelerate import MaybeCompiled, autocast
-from medcondense.distill.base import Augmenter, Hyperparameters, Method, register
+from medcondense.config import DistillConfig
+from medcondense.distill.base import Augmenter, Hyperparameters, Method
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +68,24 @@ class _NetState:
     optimizer: torch.optim.Optimizer
 
 
-@register("dc")
 class DCMethod(Method):
     """Gradient matching; :class:`~medcondense.distill.dsa.DSAMethod` adds Siamese augmentation."""
 
+    name = "dc"
     default_lr_img = 0.1
     preset_iterations = {"quick": 10, "paper": 1000}
     preset_batch_real = {"quick": 64, "paper": 256}
     uses_loops = True
+
+    @classmethod
+    def refine(cls, hp: Hyperparameters, config: DistillConfig, device: torch.device) -> Hyperparameters:
+        """Outer/inner loops: ``--outer-loop``/``--inner-loop``, else the reference's table by IPC."""
+        table_outer, table_inner = (0, 0)
+        if config.outer_loop is None or config.inner_loop is None:
+            table_outer, table_inner = loops_for_ipc(config.ipc)
+        hp.outer_loop = config.outer_loop if config.outer_loop is not None else table_outer
+        hp.inner_loop = config.inner_loop if config.inner_loop is not None else table_inner
+        return hp
 
     def __init__(self, hp: Hyperparameters, spec, device: torch.device):
         super().__init__(hp, spec, device)
@@ -93,7 +104,7 @@ class DCMethod(Method):
     def updates_per_iteration(self) -> int:
         return self.hp.outer_loop
 
-    def begin_iteration(self) -> _NetState:
+    def begin_iteration(self, generator: torch.Generator | None = None) -> _NetState:
         net = self.build_net()
         net.train()
         # 1-D parameters add nothing to the distance: asking for their gradients is wasted work.
@@ -113,7 +124,7 @@ class DCMethod(Method):
 
     def loss(self, state: _NetState, real: list[torch.Tensor], syn: list[torch.Tensor], aug: list[Any]) -> torch.Tensor:
         total = syn[0].new_zeros(())
-        for c, (r, s, p) in enumerate(zip(real, syn, aug)):
+        for c, r, s, p in zip(self.classes, real, syn, aug):
             total = total + self._class_loss(state, r, s, c, p)
         return total
 

@@ -20,17 +20,28 @@ import torch
 from torch import nn
 
 from medcondense.distill.accelerate import MaybeCompiled, autocast
-from medcondense.distill.base import Augmenter, DataSpec, Hyperparameters, Method, register
+from medcondense.config import DistillConfig
+from medcondense.distill.base import Augmenter, DataSpec, Hyperparameters, Method
 
 
-@register("dm")
 class DMMethod(Method):
     """Mean-embedding matching per class in random networks."""
 
+    name = "dm"
     default_lr_img = 1.0
     preset_iterations = {"quick": 200, "paper": 20000}
     preset_batch_real = {"quick": 64, "paper": 256}
     uses_augmentation = True
+
+    @classmethod
+    def refine(cls, hp: Hyperparameters, config: DistillConfig, device: torch.device) -> Hyperparameters:
+        """Batched classes: ``--batch-classes on``, or ``auto`` on CUDA.
+
+        Faster on GPUs; on the CPU one class at a time measured faster (DM IPC 50, 2 cores:
+        0.87 s per iteration against 1.66 s batched, bf16 + compile).
+        """
+        hp.batch_classes = config.batch_classes == "on" or (config.batch_classes == "auto" and device.type == "cuda")
+        return hp
 
     def __init__(self, hp: Hyperparameters, spec: DataSpec, device: torch.device):
         super().__init__(hp, spec, device)
@@ -40,7 +51,7 @@ class DMMethod(Method):
         with autocast(self.device, self.hp.amp):
             return net.embed(x).float()
 
-    def begin_iteration(self) -> nn.Module:
+    def begin_iteration(self, generator: torch.Generator | None = None) -> nn.Module:
         net = self.build_net()
         net.train()
         for p in net.parameters():

@@ -8,12 +8,11 @@ engine samples the parameters; :class:`~medcondense.distill.dc.DCMethod` applies
 
 from __future__ import annotations
 
-from medcondense.distill.base import register
 from medcondense.distill.dc import DCMethod
 
 
-@register("dsa")
 class DSAMethod(DCMethod):
     """DC with differentiable Siamese augmentation (reference strategy ``color_crop_cutout_flip_scale_rotate``)."""
 
+    name = "dsa"
     uses_augmentation = True

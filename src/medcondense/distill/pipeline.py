@@ -10,8 +10,6 @@ written back in the input's units, so the synthetic file reads like the real one
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medcondense import store
+from medcondense import runkey, store
 from medcondense.config import DistillConfig, config_to_dict
 from medcondense.distill.base import (
     DataSpec,
@@ -32,11 +30,11 @@ from medcondense.distill.base import (
     checkpoint_path_for,
     initial_state,
     load_checkpoint,
-    method_class,
     rebuild_method,
     state_from_checkpoint,
 )
-from medcondense.errors import AlreadyDone, ConfigError
+from medcondense.distill.registry import is_coreset, method_class, method_names
+from medcondense.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +42,6 @@ PRESETS = ("quick", "paper")
 INITS = ("real", "noise")
 SWITCHES = ("auto", "on", "off")
 AMP_MODES = ("auto", "off", "bf16")
-SYNTHETIC_METHODS = ("dc", "dsa", "dm")
-CORESET_METHODS = ("random", "herding", "kcenter")
 #: at most this many [iteration, loss] points go into the output's attributes (HDF5 attrs are small)
 MAX_CURVE_POINTS = 500
 
@@ -55,7 +51,7 @@ MAX_CURVE_POINTS = 500
 
 def check_options(config: DistillConfig) -> None:
     """Raise ConfigError for option values that cannot work, naming the valid ones."""
-    valid = SYNTHETIC_METHODS + CORESET_METHODS
+    valid = method_names()
     if config.method not in valid:
         raise ConfigError(f"--method {config.method!r}: expected one of {', '.join(valid)}")
     if config.preset not in PRESETS:
@@ -86,107 +82,12 @@ def _check_int(name: str, value: Any, low: int) -> None:
         raise ConfigError(f"{name} {value!r}: expected a whole number >= {low}")
 
 
-def resolve_aug(config: DistillConfig, uses_augmentation: bool, laterality: bool) -> list[str]:
-    """The augmentation ops of the run: ``--aug`` (``none`` for no augmentation) or the default set.
-
-    The default leaves out horizontal flip when the data set says laterality matters.
-    """
-    from medcondense.distill.augment import default_ops, validate_ops
-
-    if not uses_augmentation:
-        if config.aug:
-            log.warning("--method %s does not augment; ignoring --aug %s", config.method, ",".join(config.aug))
-        return []
-    if config.aug is None:
-        return list(default_ops(laterality))
-    if [op.strip().lower() for op in config.aug] == ["none"]:
-        return []
-    try:
-        ops = validate_ops(config.aug)
-    except ConfigError as exc:
-        raise ConfigError(f"--aug: {exc.message} (or none)") from None
-    if "flip" in ops and laterality:
-        log.warning("--aug includes flip although the data set marks laterality as meaningful")
-    return ops
-
-
 def resolve_hyperparameters(config: DistillConfig, device: torch.device, laterality: bool) -> Hyperparameters:
-    """The run's hyper-parameters: explicit options, else ``--preset``, else the reference defaults."""
-    cls = method_class(config.method)
-    outer, inner = 1, 0
-    if cls.uses_loops:
-        from medcondense.distill.dc import loops_for_ipc
+    """The run's hyper-parameters: explicit options, else ``--preset``, else the reference defaults.
 
-        table_outer, table_inner = loops_for_ipc(config.ipc) if config.outer_loop is None or config.inner_loop is None else (0, 0)
-        outer = config.outer_loop if config.outer_loop is not None else table_outer
-        inner = config.inner_loop if config.inner_loop is not None else table_inner
-    iterations = config.iterations if config.iterations is not None else cls.preset_iterations[config.preset]
-    batch_real = config.batch_real if config.batch_real is not None else cls.preset_batch_real[config.preset]
-    amp = config.amp
-    if amp == "auto":
-        # bf16 autocast of the first-order passes on a CPU with native bf16 (benchmarks/
-        # versus_reference.py, alone: DM 1.5-1.6x, DC 1.3x at batch_real 256 and 1.2x at 64;
-        # accuracy within noise of float32 in benchmarks/fidelity.py). CUDA: not measured here.
-        amp = "bf16" if device.type == "cpu" and _cpu_has_fast_bf16() else "off"
-    # Batched classes: faster on GPUs; on the CPU one class at a time measured faster (DM IPC 50,
-    # 2 cores: 0.87 s per iteration against 1.66 s batched, bf16 + compile).
-    batch_classes = config.method == "dm" and (
-        config.batch_classes == "on" or (config.batch_classes == "auto" and device.type == "cuda")
-    )
-    return Hyperparameters(
-        method=config.method,
-        ipc=config.ipc,
-        iterations=iterations,
-        lr_img=float(config.lr_img if config.lr_img is not None else cls.default_lr_img),
-        lr_net=float(config.lr_net),
-        batch_real=batch_real,
-        outer_loop=outer,
-        inner_loop=inner,
-        init=config.init,
-        aug=resolve_aug(config, cls.uses_augmentation, laterality),
-        seed=config.seed,
-        batch_classes=batch_classes,
-        amp=amp,
-        compile=resolve_compile(config, device, cls, iterations, outer, batch_real),
-        preset=config.preset,
-    )
-
-
-#: ``--compile auto`` compiles when a run sends at least this many real images per class through
-#: the network (updates x batch_real): compiling costs 5-20 s on 2 cores and saved about 0.3 ms
-#: per real image (DM, benchmarks/versus_reference.py), so ~50,000 images (10 classes) repay it
-COMPILE_MIN_REAL_IMAGES_PER_CLASS = 5000
-
-
-def resolve_compile(config: DistillConfig, device: torch.device, cls: type, iterations: int, outer_loop: int,
-                    batch_real: int) -> bool:
-    """Whether the first-order network passes go through ``torch.compile``.
-
-    ``auto`` compiles on a CPU with a C++ compiler when the run is long enough to repay the
-    compile time. Not on CUDA: compiled CUDA code has not been measured against eager there.
+    The method resolves them itself (:meth:`~medcondense.distill.base.Method.resolve`).
     """
-    if config.compile != "auto":
-        return config.compile == "on"
-    updates = (iterations + 1) * (outer_loop if cls.uses_loops else 1)
-    long_enough = updates * batch_real >= COMPILE_MIN_REAL_IMAGES_PER_CLASS
-    return device.type == "cpu" and long_enough and _has_cxx_compiler()
-
-
-def _has_cxx_compiler() -> bool:
-    """True when the C++ compiler torch.compile uses on a CPU is on the PATH."""
-    import shutil
-
-    return any(shutil.which(name) for name in ("g++", "c++", "clang++"))
-
-
-def _cpu_has_fast_bf16() -> bool:
-    """True when the CPU has native bf16 (AVX512-BF16 / AMX); elsewhere bf16 is emulated and slow."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return method_class(config.method).resolve(config, device, laterality)
 
 
 # --------------------------------------------------------------------------- input
@@ -215,21 +116,7 @@ def load_real(path: str | Path, ipc: int) -> store.ImageSet:
 
 def run_key_for(source_hash: str, hyperparameters: dict[str, Any]) -> str:
     """A digest of what decides the output: the input's content and the resolved hyper-parameters."""
-    text = json.dumps({"source": source_hash, "hp": hyperparameters}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def check_existing_output(output: Path, run_key: str, overwrite: bool) -> None:
-    """AlreadyDone when ``output`` holds this exact run; ConfigError when it holds another one."""
-    if overwrite or not output.exists():
-        return
-    try:
-        attrs = store.read_attrs(output)
-    except store.StoreError:
-        attrs = {}
-    if attrs.get("run_key") == run_key:
-        raise AlreadyDone(output, _summary_from_attrs(output, attrs))
-    raise ConfigError("output exists from a different run; pass --overwrite to replace it", path=output)
+    return runkey.run_key({"source": source_hash, "hp": hyperparameters})
 
 
 def _summary_from_attrs(output: Path, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -262,16 +149,16 @@ def run(config: DistillConfig, *, hooks: Any = None) -> dict[str, Any]:
     laterality = bool(real.attrs.get("laterality", True))
     output = Path(config.output)
     seed_everything(config.seed, config.deterministic)
-    if config.method in CORESET_METHODS:
+    if is_coreset(config.method):
         hp = _coreset_hyperparameters(config)
         run_key = run_key_for(source_hash, hp)
-        check_existing_output(output, run_key, config.overwrite)
+        runkey.skip_if_done(output, run_key, config.overwrite, runkey.hdf5_record(_summary_from_attrs))
         result = _run_coreset(config, real, hp, device)
     else:
         hp_obj = resolve_hyperparameters(config, device, laterality)
         hp = hp_obj.to_dict()
         run_key = run_key_for(source_hash, hp)
-        check_existing_output(output, run_key, config.overwrite)
+        runkey.skip_if_done(output, run_key, config.overwrite, runkey.hdf5_record(_summary_from_attrs))
         result = _run_synthetic(config, real, hp_obj, run_key, source_hash, device, hooks)
     out_set = result.pop("image_set")
     out_set.attrs.update(
@@ -384,7 +271,8 @@ def _start_state(config, method, hp, sampler, spec, device, checkpoint, run_key,
         log.warning("an earlier checkpoint %s exists; starting over (pass --resume to continue it)", checkpoint)
     generator = torch.Generator().manual_seed(hp.seed)
     syn = _init_syn(hp, sampler, spec, generator, device)
-    return initial_state(syn, generator), None, method
+    method.init_state(syn, generator)  # the method's own state draws after the images, from the same generator
+    return initial_state(syn, generator, method.state_dict()), None, method
 
 
 def _short_hp(hp: Hyperparameters) -> str:

@@ -1,6 +1,6 @@
 """``medcondense export``: check the options, read the set, run the exporters, swap the folder in.
 
-Everything is written into ``<outdir>.tmp-<pid>`` and renamed to ``<outdir>`` only when every
+Everything is written into a private ``.<outdir>.<random>.tmp`` folder and renamed to ``<outdir>`` only when every
 format is complete; with ``--overwrite`` the old folder is replaced after that, so an error or
 Ctrl-C never leaves a half-written export. ``<outdir>/export.json`` records the input's content
 hash and the options: re-running with the same ones is a no-op.
@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 from medcondense import __version__, store
+from medcondense.atomic import atomic_dir
 from medcondense.config import ExportConfig
 from medcondense.console import progress
 from medcondense.errors import AlreadyDone, ConfigError
@@ -186,27 +185,10 @@ def _export_all(ctx: ExportContext, formats: list[str], root: Path, key: dict[st
 
 
 def _write_atomically(out: Path, write: Any, overwrite: bool) -> None:
-    """Call ``write(tmp)`` on ``<out>.tmp-<pid>``, then move it to ``out`` (replacing it if asked)."""
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    old = out.with_name(f"{out.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    """Call ``write(tmp)`` on a private temporary folder beside ``out``, then publish it as
+    ``out`` (replacing it if asked) through :func:`medcondense.atomic.atomic_dir`."""
+    with atomic_dir(out, replace=overwrite) as tmp:
         write(tmp)
-        if out.exists():
-            if not overwrite and any(out.iterdir()):
-                raise ConfigError("output folder appeared while exporting; not replacing it", path=out)
-            if any(out.iterdir()):
-                out.rename(old)
-            else:
-                out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not out.exists():
-            old.rename(out)  # put the previous export back
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def render(result: dict[str, Any], console: Any) -> None:

@@ -21,13 +21,14 @@ import numpy as np
 
 from medcondense import store
 from medcondense.config import IngestConfig, config_to_dict, default_data_path
-from medcondense.errors import AlreadyDone, ConfigError, NoUsableInputError, StoreError
+from medcondense.errors import ConfigError, NoUsableInputError
 from medcondense.ingest import deid, dicom, images as plain_images, labels, normalize, onepass, split
 from medcondense.ingest import npz as npz_files
 from medcondense.ingest import window as win
 from medcondense.ingest.discover import Candidate, discover, mask_for
 from medcondense.ingest.nifti import NiftiVolume, load_canonical, mask_slices, plane_spacing, take_slice
 from medcondense.ingest.resample import resample_slice
+from medcondense.runkey import hdf5_record, skip_if_done
 
 log = logging.getLogger(__name__)
 
@@ -442,20 +443,12 @@ def key_config(config: IngestConfig) -> dict[str, Any]:
     return {k: v for k, v in config_to_dict(config).items() if k not in _NOT_IN_KEY}
 
 
-def check_existing(output: Path, run_key: str, overwrite: bool) -> None:
-    """AlreadyDone when ``output`` was made from the same inputs/options; ConfigError when it exists otherwise."""
-    if not output.exists() or overwrite:
-        return
-    try:
-        attrs = store.read_attrs(output)
-    except StoreError:
-        raise ConfigError("exists and is not a medcondense file; pass --overwrite to replace it", path=output) from None
-    if attrs.get("run_key") == run_key:
-        raise AlreadyDone(str(output), {
-            "output": str(output), "images": attrs.get("n"), "image_shape": attrs.get("image_shape"),
-            "classes": attrs.get("class_names"), "content_hash": attrs.get("content_hash"),
-        })
-    raise ConfigError("exists and was made from other inputs or options; pass --overwrite to replace it", path=output)
+def _summary_from_attrs(output: Path, attrs: dict[str, Any]) -> dict[str, Any]:
+    """What an up-to-date rerun reports (AlreadyDone), read from the existing output."""
+    return {
+        "output": str(output), "images": attrs.get("n"), "image_shape": attrs.get("image_shape"),
+        "classes": attrs.get("class_names"), "content_hash": attrs.get("content_hash"),
+    }
 
 
 def file_digest(path: Path) -> str:
@@ -520,7 +513,7 @@ def run(config: IngestConfig) -> dict[str, Any]:
         rejects.add(path, reason)
     files = [Path(c.path) for c in found.candidates] + ([csv_path] if csv_path else [])
     if output.exists() and not config.overwrite:  # the no-op check needs the key before reading
-        check_existing(output, run_key_of(files, {}, config), config.overwrite)
+        skip_if_done(output, run_key_of(files, {}, config), config.overwrite, hdf5_record(_summary_from_attrs))
     manifest = labels.read_manifest(csv_path) if csv_path else None
     from medcondense.console import progress
 

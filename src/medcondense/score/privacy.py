@@ -168,7 +168,7 @@ def save_pairs(report: dict, syn_images: np.ndarray, real_images: np.ndarray, fo
     """Write each flagged (synthetic, real) pair side by side as a PNG; return the paths.
 
     Uses matplotlib's object-oriented Agg canvas (no pyplot, no global backend switch). Each file
-    is written to ``name.tmp`` and renamed, so a crash leaves no half-written PNG.
+    is written to a private temporary and renamed, so a crash leaves no half-written PNG.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

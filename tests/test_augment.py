@@ -1,11 +1,11 @@
-"""Tests for medcondense.distill.augment: DSA ops, Siamese sharing, determinism, gradients."""
+"""Tests for medcondense.augment: DSA ops, Siamese sharing, determinism, gradients."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from medcondense.distill.augment import (
+from medcondense.augment import (
     AUG_OPS,
     DSA_RATIOS,
     AugParams,
