@@ -43,7 +43,9 @@ Report keys (``--json`` prints it, ``-o`` writes it; docs/evaluate.md is the lon
                  metrics: {accuracy, balanced_accuracy, auc: {mean, std, values},
                            per_class_recall: {mean: [...], std: [...]}},
                  baselines: {random: <metrics + ipc>, full: <metrics>},   (those asked for)
-                 recovery: {accuracy, balanced_accuracy, auc}             (input mean / full mean)}
+                 recovery: {accuracy, balanced_accuracy, auc}             (input mean / full mean),
+                 protocol: {lr, train_aug, epochs, source}   (how this input trained: the report's
+                           protocol, or an MTT set's learned_lr with DSA unless --lr/--train-aug)}
     output      the report path (or null); plot: the PNG path (or null)
     run_key     hash of the inputs and options (a rerun with the same key is skipped)
     provenance  tool and library versions, redacted command line, config, wall time
