@@ -39,6 +39,8 @@ class IngestConfig:
     mask_suffix: str | None = None
     labels_csv: str | None = None
     label_tag: str | None = None
+    allow_identifying_label_tag: bool = False
+    allow_burned_in: bool = False
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     site: str | None = None
     modality: str | None = None
@@ -47,8 +49,15 @@ class IngestConfig:
     workers: int = 1
     on_error: str = "skip"
     rejects: str | None = None
+    protocol: str | None = None  # a set or protocol YAML pinning the image-shaping settings
     seed: int = 0
     overwrite: bool = False
+    # DICOMweb inputs (medcondense.ingest.dicomweb)
+    studies: list[str] = field(default_factory=list)
+    query: str | None = None
+    cache: str | None = None
+    input_format: str = "auto"
+    class_names: list[str] | None = None
 
 
 @dataclass
@@ -66,7 +75,7 @@ class DistillConfig:
     lr_img: float | None = None
     lr_net: float = 0.01
     batch_real: int | None = None  # None: from --preset (quick 64, paper 256 = the reference)
-    init: str = "real"
+    init: str | None = None  # None: real, or noise with --dp-epsilon
     aug: list[str] | None = None
     device: str = "auto"
     seed: int = 0
@@ -77,6 +86,13 @@ class DistillConfig:
     checkpoint_every: int = 50
     resume: bool = False
     overwrite: bool = False
+    # differential privacy (DP-DM, docs/distill.md): off unless dp_epsilon is set
+    dp_epsilon: float | None = None
+    dp_delta: float | None = None  # None: 1e-5
+    dp_clip: float = 1.0
+    dp_unit: str = "patient"
+    dp_queries: int = 50
+    dp_accountant: str = "rdp"
     # MTT (--method mtt) only; None: from --preset and the per-IPC table (docs/distill.md)
     syn_steps: int | None = None
     expert_epochs: int | None = None
@@ -96,13 +112,14 @@ class EvaluateConfig:
     """Options of ``medcondense evaluate``."""
 
     inputs: list[str] = field(default_factory=list)
-    real: str | None = None
+    real: str | list[str] | None = None  # several files: cross-site evaluation (one site each)
     models: int = 5
     epochs: int | None = None
     arch: str = "convnet"
     train_aug: str | None = None  # None: "none", but an MTT set (learned_lr) trains with "dsa"
     baselines: list[str] = field(default_factory=lambda: ["random", "full"])
     test_site: str | None = None
+    per_site: bool = False  # one real file holding several sites: test at each (cross-site)
     lr: float | None = None  # None: 0.01, but an MTT set trains at its learned_lr
     batch_size: int = 256
     full_steps: int = 1000  # SGD-step budget of the full-train-split baseline (see docs/evaluate.md)
@@ -110,6 +127,7 @@ class EvaluateConfig:
     seed: int = 0
     output: str | None = None
     plot: str | None = None
+    allow_mismatch: bool = False
     overwrite: bool = False
 
 
@@ -119,7 +137,7 @@ class ScoreConfig:
 
     data: str | None = None
     syn: str | None = None
-    ipc: list[int] = field(default_factory=lambda: [1, 10, 50])
+    ipc: list[int] | None = None  # None: 1,10,50 before distilling; none when a synthetic file is given
     repeats: int = 3
     epochs: int = 300
     device: str = "auto"
@@ -133,8 +151,32 @@ class ScoreConfig:
     output: str | None = None
     full_steps: int = 1000  # as evaluate.full_steps, so both stages share one cached full baseline
     embed_nets: int = 3
+    per_site: bool = False  # also the indicator and privacy audit per recorded site
     max_per_class: int = 500
     ssim_topk: int = 8
+    # membership inference (docs/score.md); set_distance runs whenever syn is given
+    mia: bool = False
+    mia_models: int = 2
+    mia_shadows: int = 0
+    mia_nonmembers: list[str] = field(default_factory=lambda: ["val", "test"])
+    mia_unit: str = "auto"
+    mia_epochs: int | None = None  # None: epochs
+    mia_train_aug: str = "none"
+    mia_bootstrap: int = 1000
+    max_mia_auc: float | None = None
+    max_mia_tpr: float | None = None
+    allow_mismatch: bool = False
+
+
+@dataclass
+class MergeConfig:
+    """Options of ``medcondense merge``."""
+
+    inputs: list[str] = field(default_factory=list)
+    output: str | None = None
+    site_names: list[str] = field(default_factory=list)
+    allow_mixed: bool = False
+    overwrite: bool = False
 
 
 @dataclass
@@ -150,6 +192,7 @@ class ExportConfig:
     license: str = ""
     allow_real: bool = False
     overwrite: bool = False
+    png_bits: int = 8
 
 
 SECTIONS: dict[str, type] = {
@@ -158,6 +201,7 @@ SECTIONS: dict[str, type] = {
     "evaluate": EvaluateConfig,
     "score": ScoreConfig,
     "export": ExportConfig,
+    "merge": MergeConfig,
 }
 
 C = TypeVar("C")
@@ -180,6 +224,9 @@ def default_syn_name(method: str, ipc: int) -> str:
 
 def load_yaml_files(paths: Iterable[str | Path]) -> dict[str, dict[str, Any]]:
     """Merge YAML config files (later files win), each a mapping of stage name -> options."""
+    paths = list(paths)
+    if not paths:
+        return {}  # no yaml import: 50-70 ms of every command's start-up
     import yaml
 
     merged: dict[str, dict[str, Any]] = {}
@@ -207,9 +254,12 @@ def load_yaml_files(paths: Iterable[str | Path]) -> dict[str, dict[str, Any]]:
 
 def parse_set_options(items: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Parse ``--set stage.key=value`` items; values are read as YAML scalars (``10``, ``true``, ``[1,10]``)."""
+    items = list(items)
+    out: dict[str, dict[str, Any]] = {}
+    if not items:
+        return out
     import yaml
 
-    out: dict[str, dict[str, Any]] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         section, dot, name = key.strip().partition(".")
@@ -288,6 +338,22 @@ def build_config(
                 )
             values[name] = _coerce(cls, name, value, getattr(defaults, name))
     return dataclasses.replace(defaults, **values)  # type: ignore[type-var]
+
+
+def explicit_options(
+    cls: type,
+    *,
+    config_files: Iterable[str | Path] = (),
+    set_options: Iterable[str] = (),
+    **cli_values: Any,
+) -> set[str]:
+    """The option names a user gave in any layer (YAML, ``--set`` or the command line), as opposed
+    to those left at their defaults; ``ingest --protocol`` refuses given options that contradict it."""
+    section = next(name for name, klass in SECTIONS.items() if klass is cls)
+    names = set(load_yaml_files(config_files).get(section, {}))
+    names |= set(parse_set_options(set_options).get(section, {}))
+    names |= {k for k, v in cli_values.items() if v is not None}
+    return names
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

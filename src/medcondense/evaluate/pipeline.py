@@ -9,6 +9,7 @@ then write the report JSON and the plot (:mod:`.report`). The report's keys are 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -23,6 +24,7 @@ from medcondense.evaluate.baselines import BASELINES, BaselineCache, compute_bas
 from medcondense.evaluate.data import InputSet, RealData, load_input, load_real
 from medcondense.evaluate.protocol import TRAIN_AUGS, evaluate_plan, make_plan, plan_for_input
 from medcondense.evaluate.report import render, write_plot
+from medcondense.evaluate.sites import real_paths, run_cross_site
 from medcondense.nets import NETS
 
 log = logging.getLogger(__name__)
@@ -44,8 +46,9 @@ def _check_config(config: EvaluateConfig) -> None:
     unknown = [b for b in config.baselines if b not in BASELINES]
     if unknown:
         raise ConfigError(f"--baselines {','.join(unknown)}: expected a comma list of {', '.join(BASELINES)} or none")
-    if config.batch_size < 1 or config.full_steps < 1 or (config.lr is not None and not config.lr > 0):
-        raise ConfigError("batch_size and full_steps must be at least 1 and lr positive")
+    if config.batch_size < 1 or config.full_steps < 1 or (config.lr is not None and not (math.isfinite(config.lr) and config.lr > 0)):
+        raise ConfigError(f"batch_size and full_steps must be at least 1 and lr a positive finite number, "
+                          f"got {config.batch_size}, {config.full_steps}, {config.lr}")
 
 
 def _metrics_block(summary: dict[str, Any]) -> dict[str, Any]:
@@ -85,8 +88,14 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
 
     started = time.time()
     _check_config(config)
+    reals = real_paths(config.real)
+    if len(reals) > 1 or config.per_site:
+        return run_cross_site(config, reals, started)
+    if not reals:
+        raise ConfigError("give the real data set to test on with --real")
+    config = dataclasses.replace(config, real=reals[0])
     real = load_real(config.real, config.test_site)
-    inputs = [load_input(p, real) for p in config.inputs]
+    inputs = [load_input(p, real, allow_mismatch=config.allow_mismatch) for p in config.inputs]
     run_key = _run_key(config, real, inputs)
     if config.output:  # without -o nothing is written, so there is nothing to skip
         runkey.skip_if_done(config.output, run_key, config.overwrite, runkey.json_record)

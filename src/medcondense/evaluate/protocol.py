@@ -56,19 +56,39 @@ def _train_and_test_one(
     seed: int,
 ) -> dict[str, Any]:
     """Train one fresh net (weights and batch order from ``seed``) and measure it on the test set."""
+    net = train_net(train_x, train_y, arch=arch, num_classes=num_classes, settings=settings, augment=augment, seed=seed)
+    try:
+        proba = predict_proba(net, test_x)
+    except torch.OutOfMemoryError:
+        raise RuntimeFailure(f"out of memory while testing a {arch}", hint="use --device cpu") from None
+    return metrics.classification_metrics(test_y, proba, num_classes)
+
+
+def train_net(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    *,
+    arch: str,
+    num_classes: int,
+    settings: TrainSettings,
+    augment: Augment | None,
+    seed: int,
+) -> torch.nn.Module:
+    """One fresh net trained on standardized images: weights from ``seed`` (drawn without touching
+    the global random state), batch order and augmentation from a generator seeded with ``seed``.
+    Cross-site evaluation trains with it once and tests the same net at every site."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = build_net(arch, train_x.shape[1], num_classes, train_x.shape[-1]).to(train_x.device)
     generator = torch.Generator().manual_seed(seed)
     try:
         train_classifier(net, train_x, train_y, settings, augment=augment, generator=generator)
-        proba = predict_proba(net, test_x)
     except torch.OutOfMemoryError:
         raise RuntimeFailure(
             f"out of memory while training a {arch} on {train_x.shape[0]} images",
             hint="lower --set evaluate.batch_size=..., or use --device cpu",
         ) from None
-    return metrics.classification_metrics(test_y, proba, num_classes)
+    return net
 
 
 def evaluate_images(
