@@ -118,7 +118,8 @@ def _sync(device) -> None:
 def _peak(device) -> dict:
     import torch
 
-    out = {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    out = {"peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1)}
     if device.type == "cuda":
         out["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return out

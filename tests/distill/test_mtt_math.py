@@ -67,7 +67,7 @@ def test_step_size_gradient_matches_finite_difference():
     h = 1e-6
     plus = unroll_loss(forward, syn, labels, lr + h, start, target, steps)
     minus = unroll_loss(forward, syn, labels, lr - h, start, target, steps)
-    numeric = (float(plus) - float(minus)) / (2 * h)
+    numeric = (float(plus.detach()) - float(minus.detach())) / (2 * h)
     assert float(walk.lr_grad) == pytest.approx(numeric, rel=1e-4)
 
 
@@ -79,7 +79,7 @@ def test_image_gradient_matches_finite_difference_in_one_pixel():
     bump[2, 0, 3, 4] = h
     plus = unroll_loss(forward, syn + bump, labels, lr, start, target, steps)
     minus = unroll_loss(forward, syn - bump, labels, lr, start, target, steps)
-    numeric = (float(plus) - float(minus)) / (2 * h)
+    numeric = (float(plus.detach()) - float(minus.detach())) / (2 * h)
     assert float(walk.syn_grad[2, 0, 3, 4]) == pytest.approx(numeric, rel=1e-4)
 
 
