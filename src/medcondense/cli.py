@@ -233,7 +233,9 @@ def distill(
     inner_loop: Optional[int] = typer.Option(None, "--inner-loop", help="DC/DSA inner loop [default: by IPC, from the reference table]."),
     lr_img: Optional[float] = typer.Option(None, "--lr-img", help="Learning rate of the synthetic images [default: 0.1 for DC/DSA, 1.0 for DM]."),
     batch_real: Optional[int] = typer.Option(None, "--batch-real", help="Real images per class per step [default: from --preset: quick 64, paper 256 (the reference)]."),
-    init: Optional[str] = typer.Option(None, "--init", help="real | noise [default: real]."),
+    init: Optional[str] = typer.Option(None, "--init", help="real (random real images) | noise | herding | kcenter (real images picked by the coreset rule in a random ConvNet embedding) [default: real]."),
+    factor: Optional[int] = typer.Option(None, "--factor", help="IDM: each stored image holds factor x factor smaller images, decoded by upsampling (more images in the same storage; 1 = off) [default: 2]."),
+    net_queue: Optional[int] = typer.Option(None, "--net-queue", help="IDM: how many briefly trained networks the embedding queue keeps [default: 100, as the paper's code]."),
     aug: Optional[str] = typer.Option(None, "--aug", help="DSA/DM augmentations, comma-separated from color,crop,cutout,flip,scale,rotate, or none [default: all but flip when the data set says laterality matters]."),
     batch_classes: Optional[str] = typer.Option(None, "--batch-classes", help="auto | on | off: DM sends all classes through the net in one pass [default: auto = on for CUDA; off on a CPU, where one class at a time measured faster]."),
     amp: Optional[str] = typer.Option(None, "--amp", help="auto | off | bf16: bfloat16 autocast of the first-order network passes (DC/DSA: real gradients and inner loop; DM: embeddings) [default: auto = bf16 on CPUs with native bf16, else off]."),
@@ -260,6 +262,8 @@ def distill(
       medcondense distill data.h5 --method dm --ipc 50 --preset paper --device cuda -o syn.h5
 
       medcondense distill data.h5 --method herding --ipc 10
+
+      medcondense distill data.h5 --method idm --ipc 10 --factor 2 --init herding
     """
     from medcondense.config import default_data_path, default_syn_name
 
@@ -268,7 +272,7 @@ def distill(
         input=str(data) if data else None, output=str(output) if output else None,
         method=method, ipc=ipc, preset=preset, iterations=iterations, outer_loop=outer_loop,
         inner_loop=inner_loop, lr_img=lr_img, batch_real=batch_real, init=init,
-        aug=_split_list(aug), batch_classes=batch_classes, amp=amp, compile=compile_,
+        factor=factor, net_queue=net_queue, aug=_split_list(aug), batch_classes=batch_classes, amp=amp, compile=compile_,
         checkpoint_every=checkpoint_every, resume=resume, deterministic=deterministic,
         device=device, seed=seed, overwrite=overwrite,
     ))

@@ -68,6 +68,8 @@ class DistillConfig:
     batch_real: int | None = None  # None: from --preset (quick 64, paper 256 = the reference)
     init: str = "real"
     aug: list[str] | None = None
+    factor: int | None = None  # IDM: each stored image holds factor**2 images (None: the method's default, 2)
+    net_queue: int | None = None  # IDM: networks in the trained queue (None: the method's default, 100)
     device: str = "auto"
     seed: int = 0
     deterministic: bool = False

@@ -30,8 +30,13 @@ from medcondense.atomic import atomic_path
 from medcondense.errors import ConfigError, StoreError
 
 SCHEMA_NAME = "medcondense"
-SCHEMA_VERSION = 1
-SCHEMA = f"{SCHEMA_NAME}/{SCHEMA_VERSION}"
+#: the newest schema version this version reads (and writes, for files that need it)
+SCHEMA_VERSION = 2
+#: what a plain file is written as (readers of /1 read it)
+SCHEMA = f"{SCHEMA_NAME}/1"
+#: root attributes a /1 reader would silently misread: a file carrying one is written as /2
+#: (``factorised``: each stored image holds factor**2 images, see medcondense.factorised)
+SCHEMA_2_ATTRS: tuple[str, ...] = ("factorised",)
 KINDS = ("real", "synthetic", "subset")
 SPLIT_TRAIN, SPLIT_VAL, SPLIT_TEST = 0, 1, 2
 SPLIT_NAMES = {SPLIT_TRAIN: "train", SPLIT_VAL: "val", SPLIT_TEST: "test"}
@@ -265,7 +270,7 @@ def _file_image(image_set: ImageSet, digest: str) -> bytes:
         _write_arrays(f, image_set)
         attrs = dict(image_set.attrs)
         attrs.update(
-            schema=SCHEMA,
+            schema=schema_for(attrs),
             kind=image_set.kind,
             class_names=list(image_set.class_names),
             content_hash=digest,
@@ -276,6 +281,11 @@ def _file_image(image_set: ImageSet, digest: str) -> bytes:
         return f.id.get_file_image()
     finally:
         f.close()
+
+
+def schema_for(attrs: dict[str, Any]) -> str:
+    """``medcondense/2`` when the attributes need it (:data:`SCHEMA_2_ATTRS`), else ``/1``."""
+    return f"{SCHEMA_NAME}/2" if any(attrs.get(name) is not None for name in SCHEMA_2_ATTRS) else SCHEMA
 
 
 def _write_bytes(path: Path, data: bytes, block: int = 8 << 20) -> None:
@@ -355,7 +365,7 @@ def _check_schema(attrs: dict[str, Any], path: str | Path) -> None:
         raise StoreError(f"unreadable schema {schema!r}", path=path) from None
     if version > SCHEMA_VERSION:
         raise StoreError(
-            f"written by a newer medcondense (schema {schema}); this version reads {SCHEMA}",
+            f"written by a newer medcondense (schema {schema}); this version reads up to {SCHEMA_NAME}/{SCHEMA_VERSION}",
             path=path, hint="upgrade medcondense",
         )
 

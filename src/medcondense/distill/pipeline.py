@@ -39,7 +39,9 @@ from medcondense.errors import ConfigError
 log = logging.getLogger(__name__)
 
 PRESETS = ("quick", "paper")
-INITS = ("real", "noise")
+INITS = ("real", "noise", "herding", "kcenter")
+#: methods that take IDM's options (--factor, --net-queue)
+FACTOR_METHODS = ("idm",)
 SWITCHES = ("auto", "on", "off")
 AMP_MODES = ("auto", "off", "bf16")
 #: at most this many [iteration, loss] points go into the output's attributes (HDF5 attrs are small)
@@ -65,6 +67,13 @@ def check_options(config: DistillConfig) -> None:
     if config.compile not in SWITCHES:
         raise ConfigError(f"--compile {config.compile!r}: expected one of {', '.join(SWITCHES)}")
     _check_int("--ipc", config.ipc, 1)
+    for name, value in (("--factor", config.factor), ("--net-queue", config.net_queue)):
+        if value is not None:
+            _check_int(name, value, 1)
+            if config.method not in FACTOR_METHODS:
+                raise ConfigError(f"{name} is an option of --method {', '.join(FACTOR_METHODS)}, not {config.method}")
+    if config.init != "real" and is_coreset(config.method):
+        raise ConfigError(f"--init {config.init} is for synthetic methods; {config.method} picks real images itself")
     for name, value, low in (
         ("--iterations", config.iterations, 0), ("--outer-loop", config.outer_loop, 1),
         ("--inner-loop", config.inner_loop, 0), ("--batch-real", config.batch_real, 1),
@@ -214,12 +223,43 @@ def _copied_attrs(real: store.ImageSet) -> dict[str, Any]:
     return {k: real.attrs[k] for k in keep if k in real.attrs}
 
 
-def _init_syn(hp: Hyperparameters, sampler: RealSampler, spec: DataSpec, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """Initial synthetic images: ``ipc`` distinct real images per class, or standard normal noise."""
+def _init_syn(hp: Hyperparameters, sampler: RealSampler, spec: DataSpec, generator: torch.Generator,
+              device: torch.device, method: Method | None = None) -> torch.Tensor:
+    """Initial synthetic images: standard normal noise, or real images per class -- ``real``
+    random ones, ``herding``/``kcenter`` the coreset's picks in a random ConvNet embedding --
+    ``method.init_images_per_stored`` of them per stored image, encoded by the method (IDM: tiled)."""
     if hp.init == "noise":
         shape = (spec.num_classes * hp.ipc, spec.channels, spec.image_size, spec.image_size)
         return torch.randn(shape, generator=generator).to(device)
-    return torch.cat([sampler.sample(c, hp.ipc, generator) for c in range(spec.num_classes)]).detach().clone()
+    per_stored = method.init_images_per_stored if method is not None else 1
+    wanted = hp.ipc * per_stored
+    if hp.init == "real":
+        picks = [_fill(sampler.sample(c, wanted, generator), wanted) for c in range(spec.num_classes)]
+    else:
+        picks = _coreset_init(hp.init, sampler, wanted, generator)
+    images = torch.cat(picks).detach().clone()
+    return method.encode_init(images) if method is not None else images
+
+
+def _fill(images: torch.Tensor, wanted: int) -> torch.Tensor:
+    """``wanted`` images: ``images`` repeated in order when a class has fewer (never with factor 1,
+    where load_real checked the counts)."""
+    if images.shape[0] >= wanted:
+        return images[:wanted]
+    return images.repeat(-(-wanted // images.shape[0]), 1, 1, 1)[:wanted]
+
+
+def _coreset_init(rule: str, sampler: RealSampler, wanted: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Per class, ``wanted`` real images in the order ``rule`` (herding, kcenter) picks them."""
+    from medcondense.distill.coreset import select_coreset
+
+    pools = sampler.images_by_class
+    images = torch.cat(pools)
+    labels = torch.cat([torch.full((p.shape[0],), c, dtype=torch.long, device=p.device) for c, p in enumerate(pools)])
+    take = min(wanted, min(p.shape[0] for p in pools))
+    with torch.no_grad():
+        index = select_coreset(rule, images, labels, take, net=None, generator=generator, num_classes=len(pools))
+    return [_fill(images[part], wanted) for part in index.split(take)]
 
 
 def _run_synthetic(
@@ -248,7 +288,7 @@ def _run_synthetic(
     image_set = store.ImageSet(
         images=images, labels=syn_labels.cpu().numpy(), split=np.zeros(images.shape[0], dtype=np.uint8),
         class_names=list(real.class_names), kind="synthetic", meta=_output_meta(real, images.shape[0]),
-        attrs={**_copied_attrs(real), "loss_curve": _thin_curve(final.loss_curve)},
+        attrs={**_copied_attrs(real), "loss_curve": _thin_curve(final.loss_curve), **method.output_attrs()},
     )
     curve = final.loss_curve
     return {
@@ -270,7 +310,7 @@ def _start_state(config, method, hp, sampler, spec, device, checkpoint, run_key,
     elif checkpoint.exists():
         log.warning("an earlier checkpoint %s exists; starting over (pass --resume to continue it)", checkpoint)
     generator = torch.Generator().manual_seed(hp.seed)
-    syn = _init_syn(hp, sampler, spec, generator, device)
+    syn = _init_syn(hp, sampler, spec, generator, device, method)
     method.init_state(syn, generator)  # the method's own state draws after the images, from the same generator
     return initial_state(syn, generator, method.state_dict()), None, method
 

@@ -24,6 +24,7 @@ METHODS: dict[str, str] = {
     "dc": "medcondense.distill.dc:DCMethod",
     "dsa": "medcondense.distill.dsa:DSAMethod",
     "dm": "medcondense.distill.dm:DMMethod",
+    "idm": "medcondense.distill.idm:IDMMethod",
 }
 
 #: coreset baselines (output kind ``subset``), implemented in :mod:`medcondense.distill.coreset`
