@@ -48,7 +48,9 @@ def _check_options(config: ScoreConfig) -> None:
 
 
 def _read_syn(path: str, real: store.ImageSet) -> store.ImageSet:
-    syn = store.read(path)
+    from medcondense.factorised import decoded
+
+    syn = decoded(store.read(path))  # a factorised file is judged on the images a user trains on
     store.require_kind(syn, ("synthetic", "subset"), path, "expected a distilled (synthetic) or subset file as the second file")
     check_matches_real(syn, real, path)
     if syn.n == 0:
