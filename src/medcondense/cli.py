@@ -335,6 +335,7 @@ def score(
     data: Optional[Path] = typer.Argument(None, help="Real data set [default: <workdir>/data.h5]."),
     syn: Optional[Path] = typer.Argument(None, help="A distilled set: adds distance, coverage and the privacy audit."),
     ipc: Optional[str] = typer.Option(None, "--ipc", help="Target IPCs for the indicator, comma-separated [default: 1,10,50]."),
+    indicator: Optional[str] = typer.Option(None, "--indicator", help="fast: predict from a training-free proxy in random ConvNets (seconds; its error is stated) | full: train random real subsets and a full-data model, the paper's indicator (minutes on a CPU) [default: fast]."),
     repeats: Optional[int] = typer.Option(None, "--repeats", help="Random subsets per IPC for the indicator [default: 3]."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs for the indicator [default: 300]."),
     ssim_threshold: Optional[float] = typer.Option(None, "--ssim-threshold", help="Near-copy if SSIM to a real training image >= this [default: 0.95]."),
@@ -366,7 +367,7 @@ def score(
     cfg = _config_or_exit(lambda: build_config(
         ScoreConfig, **_common(config, sets),
         data=str(data) if data else None, syn=str(syn) if syn else None,
-        ipc=_split_list(ipc), repeats=repeats, epochs=epochs, ssim_threshold=ssim_threshold,
+        ipc=_split_list(ipc), indicator=indicator, repeats=repeats, epochs=epochs, ssim_threshold=ssim_threshold,
         cosine_threshold=cosine_threshold, fail_on_copies=fail_on_copies,
         pairs_dir=str(pairs_dir) if pairs_dir else None,
         calibration=str(calibration) if calibration else None,

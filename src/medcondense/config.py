@@ -110,6 +110,7 @@ class ScoreConfig:
     data: str | None = None
     syn: str | None = None
     ipc: list[int] = field(default_factory=lambda: [1, 10, 50])
+    indicator: str = "fast"  # fast: training-free proxy model (seconds); full: random-subset training (minutes)
     repeats: int = 3
     epochs: int = 300
     device: str = "auto"
