@@ -94,6 +94,24 @@ class DataSpec:
     num_classes: int
 
 
+@dataclass
+class PrepareContext:
+    """What :meth:`Method.prepare` may use: the real training data and where the run reads and writes.
+
+    ``images`` are the standardized real train images (on the run's device), ``labels`` their
+    classes; ``config`` is the stage config; ``progress(title, total)`` opens a progress bar.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    source_hash: str
+    class_names: list[str]
+    input: str
+    output: str
+    config: DistillConfig
+    progress: Callable[[str, int], Any] | None = None
+
+
 class Method(ABC):
     """One distillation method: resolves its settings, supplies the network and the loss.
 
@@ -128,6 +146,9 @@ class Method(ABC):
     #: whether the engine calls :meth:`backward` (which sets ``syn.grad``) instead of
     #: ``loss(...).backward()``
     writes_own_gradients: bool = False
+    #: whether the loss is a sum over classes, logged per class (as the reference logs DC/DM);
+    #: False: one loss for the whole set, logged as it is (MTT's trajectory distance)
+    loss_per_class: bool = True
 
     def __init__(self, hp: Hyperparameters, spec: DataSpec, device: torch.device):
         self.hp = hp
@@ -256,6 +277,16 @@ class Method(ABC):
 
     def after_step(self, state: Any) -> None:
         """Called after every step of the images' optimizer (e.g. step an extra optimizer); default none."""
+
+    # -- around the loop --------------------------------------------------------------------
+    def prepare(self, context: PrepareContext) -> dict[str, Any]:
+        """Work on the real data before the loop, on fresh and resumed runs alike (MTT builds or
+        loads its expert trajectories); returns JSON-able facts for the stage's result. Default none."""
+        return {}
+
+    def output_attrs(self) -> dict[str, Any]:
+        """Root attributes the output records for this method (MTT: ``learned_lr``); default none."""
+        return {}
 
     def between_updates(self, state: Any, syn_images: torch.Tensor, syn_labels: torch.Tensor, generator: torch.Generator) -> None:
         """Work between two image updates of one iteration (DC/DSA train the network); default none."""
@@ -671,7 +702,8 @@ class Engine:
                 method.between_updates(state, syn.detach(), self.syn_labels, generator)
         if not bool(torch.isfinite(syn.detach()).all()):  # a finite loss can still blow up the images
             raise _NonFinite(it, float("nan"))
-        return total / (method.spec.num_classes * updates)
+        per = method.spec.num_classes if method.loss_per_class else 1
+        return total / (per * updates)
 
     def _loss_backward(self, it: int, state: Any, syn: torch.Tensor, generator: torch.Generator) -> float:
         """Draw the step's real batches and augmentation parameters (for every class), compute

@@ -11,6 +11,7 @@ written back in the input's units, so the synthetic file reads like the real one
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from medcondense.distill.base import (
     Hyperparameters,
     LoopState,
     Method,
+    PrepareContext,
     RealSampler,
     checkpoint_path_for,
     initial_state,
@@ -38,7 +40,15 @@ from medcondense.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-PRESETS = ("quick", "paper")
+PRESETS = ("quick", "paper", "medmnist")
+#: presets that only one method knows
+METHOD_PRESETS = {"medmnist": "mtt"}
+#: options only --method mtt reads (DistillConfig field -> option name)
+MTT_OPTIONS = {
+    "syn_steps": "--syn-steps", "expert_epochs": "--expert-epochs", "max_start_epoch": "--max-start-epoch",
+    "lr_lr": "--lr-lr", "lr_teacher": "--lr-teacher", "batch_syn": "--batch-syn", "num_experts": "--num-experts",
+    "train_epochs": "--train-epochs", "experts": "--experts", "unroll": "--unroll",
+}
 INITS = ("real", "noise", "herding", "kcenter")
 #: methods that take IDM's options (--factor, --net-queue)
 FACTOR_METHODS = ("idm",)
@@ -58,6 +68,15 @@ def check_options(config: DistillConfig) -> None:
         raise ConfigError(f"--method {config.method!r}: expected one of {', '.join(valid)}")
     if config.preset not in PRESETS:
         raise ConfigError(f"--preset {config.preset!r}: expected one of {', '.join(PRESETS)}")
+    if METHOD_PRESETS.get(config.preset, config.method) != config.method:
+        raise ConfigError(f"--preset {config.preset} is for --method {METHOD_PRESETS[config.preset]} only "
+                          f"(the seed study's MTT values); use quick or paper with --method {config.method}")
+    if config.method != "mtt":
+        given = [option for name, option in MTT_OPTIONS.items() if getattr(config, name) is not None]
+        if config.experts_only:
+            given.append("--experts-only")
+        if given:
+            raise ConfigError(f"{', '.join(given)} apply to --method mtt only (not {config.method})")
     if config.init not in INITS:
         raise ConfigError(f"--init {config.init!r}: expected one of {', '.join(INITS)}")
     if config.batch_classes not in SWITCHES:
@@ -82,8 +101,8 @@ def check_options(config: DistillConfig) -> None:
         if value is not None:
             _check_int(name, value, low)
     for name, value in (("--lr-img", config.lr_img), ("--lr-net", config.lr_net)):
-        if value is not None and not (isinstance(value, (int, float)) and value > 0):
-            raise ConfigError(f"{name} {value!r}: expected a positive number")
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ConfigError(f"{name} {value!r}: expected a positive finite number")
 
 
 def _check_int(name: str, value: Any, low: int) -> None:
@@ -112,9 +131,12 @@ def load_real(path: str | Path, ipc: int) -> store.ImageSet:
     train = image_set.part(store.SPLIT_TRAIN)
     counts = np.bincount(train.labels, minlength=image_set.num_classes)
     empty = [image_set.class_names[k] for k in np.flatnonzero(counts == 0)]
-    if empty:
-        raise ConfigError(f"class(es) {', '.join(empty)} have no train images; distill needs every class in the train split", path=path)
-    short = [f"{image_set.class_names[k]} ({counts[k]})" for k in np.flatnonzero(counts < ipc)]
+    if len(empty) == image_set.num_classes:
+        raise ConfigError("the set has no train images", path=path)
+    if empty:  # a site without such patients (kept by a shared protocol, so files still merge)
+        log.warning("class(es) %s have no train images here: kept in the class list, no images are "
+                    "distilled for them", ", ".join(empty))
+    short = [f"{image_set.class_names[k]} ({counts[k]})" for k in np.flatnonzero((counts < ipc) & (counts > 0))]
     if short:
         raise ConfigError(
             f"--ipc {ipc} is larger than the train images of class(es) {', '.join(short)}; "
@@ -158,6 +180,8 @@ def run(config: DistillConfig, *, hooks: Any = None) -> dict[str, Any]:
     laterality = bool(real.attrs.get("laterality", True))
     output = Path(config.output)
     seed_everything(config.seed, config.deterministic)
+    full_names = list(real.class_names)
+    real, present = classes_with_train_images(real)
     if is_coreset(config.method):
         hp = _coreset_hyperparameters(config)
         run_key = run_key_for(source_hash, hp)
@@ -166,10 +190,14 @@ def run(config: DistillConfig, *, hooks: Any = None) -> dict[str, Any]:
     else:
         hp_obj = resolve_hyperparameters(config, device, laterality)
         hp = hp_obj.to_dict()
+        if config.experts_only:
+            return _prepare_only(config, real, hp_obj, source_hash, device, started)
         run_key = run_key_for(source_hash, hp)
         runkey.skip_if_done(output, run_key, config.overwrite, runkey.hdf5_record(_summary_from_attrs))
         result = _run_synthetic(config, real, hp_obj, run_key, source_hash, device, hooks)
     out_set = result.pop("image_set")
+    out_set.labels = present[out_set.labels]  # back to the input's class indices
+    out_set.class_names = full_names
     out_set.attrs.update(
         method=config.method, ipc=config.ipc, source_hash=source_hash, hyperparameters=hp, run_key=run_key,
         provenance=_provenance(config, source_hash, device, started, hp, result),
@@ -218,9 +246,46 @@ def _output_meta(real: store.ImageSet, n: int) -> dict[str, np.ndarray]:
     return {"spacing": np.tile(median, (n, 1)).astype(np.float32)}
 
 
+def classes_with_train_images(real: store.ImageSet) -> tuple[store.ImageSet, np.ndarray]:
+    """The set restricted to the classes that have train images (relabelled 0..K-1), and the
+    original index of each kept class; the set itself when every class has some."""
+    counts = np.bincount(real.labels[real.split == store.SPLIT_TRAIN], minlength=real.num_classes)
+    present = np.flatnonzero(counts > 0)
+    if len(present) == real.num_classes:
+        return real, present
+    keep = np.isin(real.labels, present)
+    subset = real.select(keep)
+    subset.labels = np.searchsorted(present, subset.labels).astype(np.int64)
+    subset.class_names = [real.class_names[k] for k in present]
+    return subset, present
+
+
 def _copied_attrs(real: store.ImageSet) -> dict[str, Any]:
-    keep = ("normalization", "preprocessing", "modality", "laterality")
+    # ``sites``: which sites' patients the set was distilled from (merge names parts by it)
+    keep = ("normalization", "preprocessing", "modality", "laterality", "burned_in_images", "sites")
     return {k: real.attrs[k] for k in keep if k in real.attrs}
+
+
+def _prepare(method: Method, config: DistillConfig, real: store.ImageSet, x: torch.Tensor, y: torch.Tensor,
+             source_hash: str) -> dict[str, Any]:
+    """Let the method work on the real data before the loop (MTT: build or load its experts)."""
+    from medcondense.console import progress
+
+    context = PrepareContext(images=x, labels=y, source_hash=source_hash, class_names=list(real.class_names),
+                             input=str(config.input), output=str(config.output), config=config, progress=progress)
+    return method.prepare(context)
+
+
+def _prepare_only(config: DistillConfig, real: store.ImageSet, hp: Hyperparameters, source_hash: str,
+                  device: torch.device, started: float) -> dict[str, Any]:
+    """``--experts-only``: the method's preparation (MTT's expert trajectories), no distillation."""
+    from medcondense.device import describe_device
+
+    x, y, _, _ = _standardized_train(real, device)
+    spec = DataSpec(channels=real.image_shape[0], image_size=real.image_shape[1], num_classes=real.num_classes)
+    facts = _prepare(method_class(hp.method)(hp, spec, device), config, real, x, y, source_hash)
+    return {"output": None, "method": config.method, "experts_only": True, "device": describe_device(device),
+            "source_hash": source_hash, "wall_time_s": round(time.time() - started, 3), **facts}
 
 
 def _init_syn(hp: Hyperparameters, sampler: RealSampler, spec: DataSpec, generator: torch.Generator,
@@ -244,7 +309,7 @@ def _init_syn(hp: Hyperparameters, sampler: RealSampler, spec: DataSpec, generat
 def _fill(images: torch.Tensor, wanted: int) -> torch.Tensor:
     """``wanted`` images: ``images`` repeated in order when a class has fewer (never with factor 1,
     where load_real checked the counts)."""
-    if images.shape[0] >= wanted:
+    if images.shape[0] >= wanted or images.shape[0] == 0:  # a class without train images stays empty
         return images[:wanted]
     return images.repeat(-(-wanted // images.shape[0]), 1, 1, 1)[:wanted]
 
@@ -254,6 +319,8 @@ def _coreset_init(rule: str, sampler: RealSampler, wanted: int, generator: torch
     from medcondense.distill.coreset import select_coreset
 
     pools = sampler.images_by_class
+    if any(p.shape[0] == 0 for p in pools):
+        raise ConfigError(f"--init {rule} needs train images in every class; use --init real")
     images = torch.cat(pools)
     labels = torch.cat([torch.full((p.shape[0],), c, dtype=torch.long, device=p.device) for c, p in enumerate(pools)])
     take = min(wanted, min(p.shape[0] for p in pools))
@@ -276,6 +343,7 @@ def _run_synthetic(
     method = method_class(hp.method)(hp, spec, device)
     checkpoint = checkpoint_path_for(config.output)
     state, resumed_from, method = _start_state(config, method, hp, sampler, spec, device, checkpoint, run_key, source_hash)
+    facts = _prepare(method, config, real, x, y, source_hash)
     engine = Engine(method, sampler, syn_labels, checkpoint=checkpoint, checkpoint_every=config.checkpoint_every,
                     run_key=run_key, source_hash=source_hash, hooks=hooks, config=config_to_dict(config))
     log.info("distilling %s: %d classes x IPC %d, %d iterations (from %d) on %s; hyper-parameters %s",
@@ -292,6 +360,7 @@ def _run_synthetic(
     )
     curve = final.loss_curve
     return {
+        **facts, **method.output_attrs(),
         "image_set": image_set, "iterations": hp.iterations, "resumed_from": resumed_from,
         "seconds_per_iteration": round((time.time() - t0) / done, 4),
         "loss_first": curve[0][1] if curve else None, "final_loss": curve[-1][1] if curve else None,
@@ -374,11 +443,18 @@ def render(result: dict[str, Any], console: Any) -> None:
     table.add_column("value")
     if result.get("skipped"):
         table.add_row("status", "up to date (same input and options); --overwrite to redo")
+    experts = result.get("experts") or {}
+    if experts:
+        how = "trained now" if experts.get("built") else "reused"
+        table.add_row("experts", f"{experts.get('path')} ({experts.get('num_experts')} x {experts.get('train_epochs')} epochs, {how})")
+    if result.get("experts_only"):
+        table.add_row("status", "expert trajectories ready (--experts-only: nothing distilled)")
     rows = [
         ("output", result.get("output")), ("method", result.get("method")), ("kind", result.get("kind")),
         ("ipc", result.get("ipc")), ("images", result.get("num_images")), ("device", result.get("device")),
         ("iterations", result.get("iterations")), ("resumed from", result.get("resumed_from")),
-        ("loss first -> last", _loss_text(result)), ("s / iteration", result.get("seconds_per_iteration")),
+        ("loss first -> last", _loss_text(result)), ("learned lr", result.get("learned_lr")),
+        ("s / iteration", result.get("seconds_per_iteration")),
         ("wall time s", result.get("wall_time_s")),
     ]
     for name, value in rows:

@@ -24,6 +24,7 @@ METHODS: dict[str, str] = {
     "dc": "medcondense.distill.dc:DCMethod",
     "dsa": "medcondense.distill.dsa:DSAMethod",
     "dm": "medcondense.distill.dm:DMMethod",
+    "mtt": "medcondense.distill.mtt:MTTMethod",
     "idm": "medcondense.distill.idm:IDMMethod",
 }
 

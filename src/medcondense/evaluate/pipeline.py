@@ -9,6 +9,7 @@ then write the report JSON and the plot (:mod:`.report`). The report's keys are 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -21,8 +22,9 @@ from medcondense.config import EvaluateConfig, config_to_dict
 from medcondense.errors import ConfigError
 from medcondense.evaluate.baselines import BASELINES, BaselineCache, compute_baselines, full_baseline_epochs
 from medcondense.evaluate.data import InputSet, RealData, load_input, load_real
-from medcondense.evaluate.protocol import TRAIN_AUGS, evaluate_plan, make_plan
+from medcondense.evaluate.protocol import TRAIN_AUGS, evaluate_plan, make_plan, plan_for_input
 from medcondense.evaluate.report import render, write_plot
+from medcondense.evaluate.sites import real_paths, run_cross_site
 from medcondense.nets import NETS
 
 log = logging.getLogger(__name__)
@@ -39,13 +41,14 @@ def _check_config(config: EvaluateConfig) -> None:
         raise ConfigError(f"--epochs must be at least 1, got {config.epochs}")
     if config.arch not in NETS:
         raise ConfigError(f"--arch {config.arch!r}: expected one of {', '.join(NETS)}")
-    if config.train_aug not in TRAIN_AUGS:
+    if config.train_aug is not None and config.train_aug not in TRAIN_AUGS:
         raise ConfigError(f"--train-aug {config.train_aug!r}: expected one of {', '.join(TRAIN_AUGS)}")
     unknown = [b for b in config.baselines if b not in BASELINES]
     if unknown:
         raise ConfigError(f"--baselines {','.join(unknown)}: expected a comma list of {', '.join(BASELINES)} or none")
-    if config.batch_size < 1 or config.full_steps < 1 or config.lr <= 0:
-        raise ConfigError("batch_size and full_steps must be at least 1 and lr positive")
+    if config.batch_size < 1 or config.full_steps < 1 or (config.lr is not None and not (math.isfinite(config.lr) and config.lr > 0)):
+        raise ConfigError(f"batch_size and full_steps must be at least 1 and lr a positive finite number, "
+                          f"got {config.batch_size}, {config.full_steps}, {config.lr}")
 
 
 def _metrics_block(summary: dict[str, Any]) -> dict[str, Any]:
@@ -85,12 +88,19 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
 
     started = time.time()
     _check_config(config)
+    reals = real_paths(config.real)
+    if len(reals) > 1 or config.per_site:
+        return run_cross_site(config, reals, started)
+    if not reals:
+        raise ConfigError("give the real data set to test on with --real")
+    config = dataclasses.replace(config, real=reals[0])
     real = load_real(config.real, config.test_site)
-    inputs = [load_input(p, real) for p in config.inputs]
+    inputs = [load_input(p, real, allow_mismatch=config.allow_mismatch) for p in config.inputs]
     run_key = _run_key(config, real, inputs)
     if config.output:  # without -o nothing is written, so there is nothing to skip
         runkey.skip_if_done(config.output, run_key, config.overwrite, runkey.json_record)
     plan = make_plan(config, real)
+    laterality = bool(real.image_set.attrs.get("laterality", True))
     cache = BaselineCache(config.real)
     ipcs = sorted({i.ipc for i in inputs})
     total = plan.models * (len(inputs) + len(ipcs) * ("random" in config.baselines) + ("full" in config.baselines))
@@ -101,7 +111,11 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
         results = []
         for item in inputs:
             bar.update(status=Path(item.path).name)
-            summary = evaluate_plan(plan, real, item.train_x, item.train_y, tick=bar.advance)
+            own_plan, protocol = plan_for_input(plan, config, item.learned_lr, laterality)
+            if own_plan is not plan:
+                log.info("%s: training at its learned lr %.6g with DSA for %d epochs (MTT; --lr/--train-aug override)",
+                         Path(item.path).name, protocol["lr"], protocol["epochs"])
+            summary = evaluate_plan(own_plan, real, item.train_x, item.train_y, tick=bar.advance)
             baselines = {}
             if item.ipc in randoms:
                 baselines["random"] = _baseline_block(randoms[item.ipc])
@@ -111,6 +125,7 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
                 "file": item.path, "kind": item.kind, "method": item.method, "ipc": item.ipc,
                 "train_images": summary["train_images"], "content_hash": item.content_hash,
                 "metrics": _metrics_block(summary), "baselines": baselines, "recovery": _recovery(summary, full),
+                "protocol": protocol,
             })
     full_epochs = full_baseline_epochs(len(real.train_y), plan.settings.epochs, plan.settings.batch_size, plan.full_steps)
     report = {

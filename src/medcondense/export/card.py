@@ -117,6 +117,11 @@ def _statement(ctx: ExportContext) -> str:
         return (f"SYNTHETIC images made by dataset distillation ({ctx.method}, "
                 f"{s.attrs.get('ipc', '?')} images per class) from a real data set. No image is a patient's image; "
                 "see the privacy audit for how close any comes to a real training image.")
+    if s.kind == "mixed":
+        sites = ", ".join(s.attrs.get("sites") or []) or "several sites"
+        return (f"MIXED: {s.n} images merged from {sites}, some of them REAL patient images and some synthetic "
+                "(`medcondense merge --allow-mixed`). The set is treated as real data throughout; "
+                "identifiers were removed on export.")
     if s.kind == "subset":
         return (f"REAL patient images: a coreset of {s.n} images picked by {ctx.method} from a real data set. "
                 "These are not synthetic. Identifiers were removed on export.")
@@ -125,8 +130,17 @@ def _statement(ctx: ExportContext) -> str:
 
 def _phi_statement(s: store.ImageSet) -> str:
     held = sorted(set(s.meta) & set(store.IDENTIFYING_META))
-    text = ("The export carries no protected health information: no DICOM attribute of the source is "
-            "copied, UIDs are new, patient name and ID are placeholders.")
+    burned = int(s.attrs.get("burned_in_images", 0) or 0)
+    if s.kind == "synthetic" and not burned:
+        text = ("The export carries no protected health information: no DICOM attribute of the source is "
+                "copied, UIDs are new, patient name and ID are placeholders.")
+    else:
+        text = ("No DICOM attribute of the source is copied, UIDs are new, patient name and ID are "
+                "placeholders; the pixel data were not checked for burned-in text or recognizable "
+                "features, so the export does not claim that the patients' identity is removed.")
+    if burned:
+        text += (f" {burned} source image(s) were flagged BurnedInAnnotation or RecognizableVisualFeatures "
+                 "YES and kept (--allow-burned-in): names or faces may be visible.")
     if held:
         text += f" The input file holds per-image {', '.join(held)}; none of them is exported."
     return text

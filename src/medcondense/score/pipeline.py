@@ -49,12 +49,13 @@ def _check_options(config: ScoreConfig) -> None:
         raise ConfigError(f"--cosine-threshold must lie in [-1, 1], got {config.cosine_threshold}")
 
 
-def _read_syn(path: str, real: store.ImageSet) -> store.ImageSet:
+def _read_syn(path: str, real: store.ImageSet, real_path: str, allow_mismatch: bool = False) -> store.ImageSet:
     from medcondense.factorised import decoded
 
     syn = decoded(store.read(path))  # a factorised file is judged on the images a user trains on
     store.require_kind(syn, ("synthetic", "subset"), path, "expected a distilled (synthetic) or subset file as the second file")
-    check_matches_real(syn, real, path)
+    # the privacy audit compares the images with their own source: another source is an error here
+    check_matches_real(syn, real, path, real_path=real_path, allow_mismatch=allow_mismatch, source_must_match=True)
     if syn.n == 0:
         raise NoUsableInputError("holds no images", path=path)
     return syn
@@ -191,7 +192,7 @@ def run(config: ScoreConfig) -> dict:
     calibration, calibration_path = predictor.load_calibration(config.calibration)
     judge = load_real(config.data)  # kind real, train and test splits, standardized tensors
     real = judge.image_set
-    syn = _read_syn(config.syn, real) if config.syn else None
+    syn = _read_syn(config.syn, real, config.data, config.allow_mismatch) if config.syn else None
     device = resolve_device(config.device)
     seed_everything(config.seed)
     log.info("scoring %s on %s", config.data, describe_device(device))
@@ -230,6 +231,11 @@ def run(config: ScoreConfig) -> dict:
     }
     if syn is not None:
         result["syn"] = _syn_report(config, syn, real_train, train_index, nets, train_emb, train_y, mean, std, device)
+    if config.per_site:
+        from medcondense.score.sites import per_site_report
+
+        syn_emb = _embed_all(nets, standardize(syn.images, mean, std).to(device)) if syn is not None else None
+        result["per_site"] = per_site_report(config, judge, syn, syn_emb, train_emb, device)
     result["wall_time_s"] = round(time.time() - started, 3)
     if config.output:
         write_json(config.output, result)
@@ -320,3 +326,20 @@ def render(result: dict, console: Any) -> None:
     _render_before(result, console)
     if result.get("syn"):
         _render_after(result["syn"], console)
+    if result.get("per_site"):
+        _render_sites(result["per_site"], console)
+
+
+def _render_sites(per_site: dict, console: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title="per site: indicator (random / full at the site) and privacy audit against the site's train images")
+    for col in ("site", "train", "test", "full acc", "random / full by IPC", "near-copies"):
+        table.add_column(col)
+    for name, entry in per_site.items():
+        full = entry.get("full_data")
+        rel = ", ".join(f"{row['ipc']}: {row['random_rel']:.3f}" for row in entry.get("ipc", []) if row.get("random_rel") is not None)
+        privacy = entry.get("privacy")
+        table.add_row(name, str(entry["n_train"]), str(entry["n_test"]), f"{full['accuracy']:.3f}" if full else "-",
+                      rel or entry.get("note", "-"), str(privacy["near_copies"]) if privacy else "-")
+    console.print(table)
