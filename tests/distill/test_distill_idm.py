@@ -61,6 +61,7 @@ def test_idm_writes_a_factorised_schema_2_file_and_resumes_bit_exactly(data, tmp
         assert f.attrs["schema"] == "medcondense/2"
     syn = store.read(full["output"])
     assert syn.n == 4 and syn.attrs["factorised"]["factor"] == 2  # stored IPC = what was asked
+    assert full["num_images"] == 4 and full["decoded_images"] == 16
     assert syn.attrs["hyperparameters"]["extra"]["net_queue"] == 3
     out = tmp_path / "resumed.h5"
 

@@ -210,9 +210,18 @@ def run(config: DistillConfig, *, hooks: Any = None) -> dict[str, Any]:
     return {
         "output": str(output), "method": config.method, "ipc": config.ipc, "kind": out_set.kind,
         "num_images": out_set.n, "classes": list(out_set.class_names), "device": describe_device(device),
+        **_decoded_count(out_set),
         "wall_time_s": wall, "content_hash": digest, "source_hash": source_hash, "hyperparameters": hp,
         **result,
     }
+
+
+def _decoded_count(out_set: store.ImageSet) -> dict[str, int]:
+    """``{"decoded_images": n * factor**2}`` for a factorised output (what a user trains on), else {}."""
+    from medcondense.factorised import factor_of
+
+    factor = factor_of(out_set.attrs)
+    return {"decoded_images": out_set.n * factor * factor} if factor > 1 else {}
 
 
 def _provenance(config: DistillConfig, source_hash: str, device: torch.device, started: float, hp: dict, result: dict) -> dict:
@@ -451,7 +460,8 @@ def render(result: dict[str, Any], console: Any) -> None:
         table.add_row("status", "expert trajectories ready (--experts-only: nothing distilled)")
     rows = [
         ("output", result.get("output")), ("method", result.get("method")), ("kind", result.get("kind")),
-        ("ipc", result.get("ipc")), ("images", result.get("num_images")), ("device", result.get("device")),
+        ("ipc", result.get("ipc")), ("images", result.get("num_images")),
+        ("images decoded (factorised)", result.get("decoded_images")), ("device", result.get("device")),
         ("iterations", result.get("iterations")), ("resumed from", result.get("resumed_from")),
         ("loss first -> last", _loss_text(result)), ("learned lr", result.get("learned_lr")),
         ("s / iteration", result.get("seconds_per_iteration")),
