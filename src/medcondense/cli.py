@@ -265,6 +265,12 @@ def distill(
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Save a checkpoint every K iterations [default: 50]."),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue bit-for-bit from <output>.ckpt of the same run (same input and options). Ctrl-C saves one."),
     deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic", help="Ask torch for deterministic kernels (slower on GPU)."),
+    dp_epsilon: Optional[float] = typer.Option(None, "--dp-epsilon", help="Differentially private DM (with --method dm): the privacy budget epsilon of the release; needs the extra medcondense[dp] (Opacus). Every run spends budget."),
+    dp_delta: Optional[float] = typer.Option(None, "--dp-delta", help="DP delta; must be below 1 / units [default: 1e-5]."),
+    dp_clip: Optional[float] = typer.Option(None, "--dp-clip", help="DP: L2 clip of one unit's block of mean embeddings [default: 1.0]."),
+    dp_unit: Optional[str] = typer.Option(None, "--dp-unit", help="DP: patient (all of a patient's images) | image [default: patient]."),
+    dp_queries: Optional[int] = typer.Option(None, "--dp-queries", help="DP: random networks (with one augmentation draw each) in the release [default: 50]."),
+    dp_accountant: Optional[str] = typer.Option(None, "--dp-accountant", help="DP: Opacus accountant rdp | prv [default: rdp]."),
     syn_steps: Optional[int] = typer.Option(None, "--syn-steps", help="MTT: student SGD steps on the synthetic images per iteration [default: by IPC from the author's table (1: 50, 10: 30, 50: 30); quick 5; medmnist 20].", rich_help_panel="MTT"),
     expert_epochs: Optional[int] = typer.Option(None, "--expert-epochs", help="MTT: the target is the expert this many epochs after the start [default: by IPC (2); medmnist 3].", rich_help_panel="MTT"),
     max_start_epoch: Optional[int] = typer.Option(None, "--max-start-epoch", help="MTT: start epochs are drawn below this [default: by IPC (1: 2, 10: 20, 50: 40); quick 5; medmnist 20].", rich_help_panel="MTT"),
@@ -288,6 +294,10 @@ def distill(
 ) -> None:
     """Distil a real data set into a few images per class (DC, DSA, DM) or pick a coreset.
 
+    With --dp-epsilon E (and --method dm) the set is (E, delta)-differentially private per
+    patient (or image) of the train split: DM matches statistics released once with Gaussian noise
+    (docs/distill.md).
+
     Examples:
 
       medcondense distill --method dsa --ipc 10         # data.h5 -> syn_dsa_ipc10.h5
@@ -297,6 +307,7 @@ def distill(
       medcondense distill data.h5 --method herding --ipc 10
 
       medcondense distill data.h5 --method mtt --ipc 1 --preset medmnist   # experts built and cached first
+      medcondense distill data.h5 --method dm --ipc 10 --dp-epsilon 8 --dp-delta 1e-5 -o syn_dp.h5
 
       medcondense distill data.h5 --method idm --ipc 10 --factor 2 --init herding
     """
@@ -312,12 +323,14 @@ def distill(
         syn_steps=syn_steps, expert_epochs=expert_epochs, max_start_epoch=max_start_epoch, lr_lr=lr_lr,
         lr_teacher=lr_teacher, batch_syn=batch_syn, num_experts=num_experts, train_epochs=train_epochs,
         experts=str(experts) if experts else None, experts_only=experts_only, unroll=unroll,
-        device=device, seed=seed, overwrite=overwrite,
+        device=device, seed=seed, overwrite=overwrite, dp_epsilon=dp_epsilon, dp_delta=dp_delta, dp_clip=dp_clip,
+        dp_unit=dp_unit, dp_queries=dp_queries, dp_accountant=dp_accountant,
     ))
     if cfg.input is None:
         cfg.input = str(default_data_path(str(workdir) if workdir else None))
     if cfg.output is None:
-        cfg.output = str(Path(cfg.input).parent / default_syn_name(cfg.method, cfg.ipc))
+        name = "dm_dp" if cfg.dp_epsilon is not None and cfg.method == "dm" else cfg.method
+        cfg.output = str(Path(cfg.input).parent / default_syn_name(name, cfg.ipc))
     _run_stage("medcondense.distill.pipeline", cfg, as_json=as_json, quiet=quiet, verbose=verbose)
 
 
@@ -377,7 +390,7 @@ def evaluate(
 def score(
     data: Optional[Path] = typer.Argument(None, help="Real data set [default: <workdir>/data.h5]."),
     syn: Optional[Path] = typer.Argument(None, help="A distilled set: adds distance, coverage and the privacy audit."),
-    ipc: Optional[str] = typer.Option(None, "--ipc", help="Target IPCs for the indicator, comma-separated [default: 1,10,50]."),
+    ipc: Optional[str] = typer.Option(None, "--ipc", help="Target IPCs for the indicator, comma-separated [default: 1,10,50; none when SYN is given]."),
     indicator: Optional[str] = typer.Option(None, "--indicator", help="fast: predict from a training-free proxy in random ConvNets (seconds; its error is stated) | full: train random real subsets and a full-data model, the paper's indicator (minutes on a CPU) [default: fast]."),
     repeats: Optional[int] = typer.Option(None, "--repeats", help="Random subsets per IPC for the indicator [default: 3]."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs for the indicator [default: 300]."),
@@ -387,6 +400,13 @@ def score(
     fail_on_copies: Optional[bool] = typer.Option(None, "--fail-on-copies/--no-fail-on-copies", help="Exit 5 when near-copies are found (for pipelines that must not share them)."),
     allow_mismatch: Optional[bool] = typer.Option(None, "--allow-mismatch", help="Score a set made from another real set, or in another class naming or intensity space (a warning instead of exit 2; the privacy audit then compares with a set the images did not come from)."),
     pairs_dir: Optional[Path] = typer.Option(None, "--pairs-dir", help="Save each flagged synthetic/real pair as a PNG here."),
+    mia: Optional[bool] = typer.Option(None, "--mia/--no-mia", help="Membership inference: add the loss attack (models trained on the set) to the set-distance attack that always runs with SYN."),
+    mia_models: Optional[int] = typer.Option(None, "--mia-models", help="Models trained on each artefact for the loss attack [default: 2]."),
+    mia_shadows: Optional[int] = typer.Option(None, "--mia-shadows", help="LiRA with N shadow distillations (even, >= 4; costly) [default: 0 = off]."),
+    mia_nonmembers: Optional[str] = typer.Option(None, "--mia-nonmembers", help="Non-member splits: val | test | val,test [default: val,test]."),
+    mia_unit: Optional[str] = typer.Option(None, "--mia-unit", help="patient | image [default: patient when the file records patients]."),
+    max_mia_auc: Optional[float] = typer.Option(None, "--max-mia-auc", help="Exit 5 when an attack's AUC on SYN exceeds this."),
+    max_mia_tpr: Optional[float] = typer.Option(None, "--max-mia-tpr", help="Exit 5 when an attack's TPR at 1% FPR on SYN exceeds this."),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="Predictor calibration JSON [default: the shipped one]."),
     calibrate: Optional[List[Path]] = typer.Option(None, "--calibrate", help="Refit the predictor from these benchmark result JSONs and write it to -o."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the score JSON (or, with --calibrate, the calibration) here."),
@@ -406,6 +426,8 @@ def score(
       medcondense score                                   # indicator + proxies for ./data.h5
 
       medcondense score data.h5 syn_dsa_ipc10.h5 --fail-on-copies
+
+      medcondense score data.h5 syn_dm_ipc10.h5 --mia --max-mia-tpr 0.05   # membership inference gate
     """
     from medcondense.config import default_data_path
 
@@ -417,7 +439,9 @@ def score(
         pairs_dir=str(pairs_dir) if pairs_dir else None,
         calibration=str(calibration) if calibration else None,
         calibrate=[str(p) for p in calibrate] if calibrate else None,
-        output=str(output) if output else None, device=device, seed=seed,
+        output=str(output) if output else None, device=device, seed=seed, mia=mia, mia_models=mia_models,
+        mia_shadows=mia_shadows, mia_nonmembers=_split_list(mia_nonmembers), mia_unit=mia_unit,
+        max_mia_auc=max_mia_auc, max_mia_tpr=max_mia_tpr,
     ))
     if cfg.data is None:
         cfg.data = str(default_data_path(str(workdir) if workdir else None))

@@ -73,7 +73,7 @@ class DistillConfig:
     lr_img: float | None = None
     lr_net: float = 0.01
     batch_real: int | None = None  # None: from --preset (quick 64, paper 256 = the reference)
-    init: str = "real"
+    init: str | None = None  # None: real, or noise with --dp-epsilon
     aug: list[str] | None = None
     factor: int | None = None  # IDM: each stored image holds factor**2 images (None: the method's default, 2)
     net_queue: int | None = None  # IDM: networks in the trained queue (None: the method's default, 100)
@@ -86,6 +86,13 @@ class DistillConfig:
     checkpoint_every: int = 50
     resume: bool = False
     overwrite: bool = False
+    # differential privacy (DP-DM, docs/distill.md): off unless dp_epsilon is set
+    dp_epsilon: float | None = None
+    dp_delta: float | None = None  # None: 1e-5
+    dp_clip: float = 1.0
+    dp_unit: str = "patient"
+    dp_queries: int = 50
+    dp_accountant: str = "rdp"
     # MTT (--method mtt) only; None: from --preset and the per-IPC table (docs/distill.md)
     syn_steps: int | None = None
     expert_epochs: int | None = None
@@ -130,7 +137,7 @@ class ScoreConfig:
 
     data: str | None = None
     syn: str | None = None
-    ipc: list[int] = field(default_factory=lambda: [1, 10, 50])
+    ipc: list[int] | None = None  # None: 1,10,50 before distilling; none when a synthetic file is given
     indicator: str = "fast"  # fast: training-free proxy model (seconds); full: random-subset training (minutes)
     repeats: int = 3
     epochs: int = 300
@@ -148,6 +155,17 @@ class ScoreConfig:
     per_site: bool = False  # also the indicator and privacy audit per recorded site
     max_per_class: int = 500
     ssim_topk: int = 8
+    # membership inference (docs/score.md); set_distance runs whenever syn is given
+    mia: bool = False
+    mia_models: int = 2
+    mia_shadows: int = 0
+    mia_nonmembers: list[str] = field(default_factory=lambda: ["val", "test"])
+    mia_unit: str = "auto"
+    mia_epochs: int | None = None  # None: epochs
+    mia_train_aug: str = "none"
+    mia_bootstrap: int = 1000
+    max_mia_auc: float | None = None
+    max_mia_tpr: float | None = None
     allow_mismatch: bool = False
 
 

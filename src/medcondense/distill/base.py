@@ -185,7 +185,7 @@ class Method(ABC):
             lr_img=float(config.lr_img if config.lr_img is not None else cls.default_lr_img),
             lr_net=float(config.lr_net),
             batch_real=batch_real,
-            init=config.init,
+            init=config.init or "real",  # None: the method's default (DP-DM: noise)
             aug=resolve_aug(config, cls.uses_augmentation, laterality),
             seed=config.seed,
             amp=amp,

@@ -54,6 +54,10 @@ INITS = ("real", "noise", "herding", "kcenter")
 FACTOR_METHODS = ("idm",)
 SWITCHES = ("auto", "on", "off")
 AMP_MODES = ("auto", "off", "bf16")
+#: the method table entry of DM with differential privacy (``--method dm --dp-epsilon E``)
+DP_METHOD = "dp-dm"
+#: attributes of the input a DP output must not carry (they are computed from the train images)
+DP_UNSAFE_ATTRS = ("preprocessing",)
 #: at most this many [iteration, loss] points go into the output's attributes (HDF5 attrs are small)
 MAX_CURVE_POINTS = 500
 
@@ -77,7 +81,7 @@ def check_options(config: DistillConfig) -> None:
             given.append("--experts-only")
         if given:
             raise ConfigError(f"{', '.join(given)} apply to --method mtt only (not {config.method})")
-    if config.init not in INITS:
+    if config.init is not None and config.init not in INITS:
         raise ConfigError(f"--init {config.init!r}: expected one of {', '.join(INITS)}")
     if config.batch_classes not in SWITCHES:
         raise ConfigError(f"--batch-classes {config.batch_classes!r}: expected one of {', '.join(SWITCHES)}")
@@ -115,7 +119,46 @@ def resolve_hyperparameters(config: DistillConfig, device: torch.device, lateral
 
     The method resolves them itself (:meth:`~medcondense.distill.base.Method.resolve`).
     """
-    return method_class(config.method).resolve(config, device, laterality)
+    return method_class(synthetic_method_name(config)).resolve(config, device, laterality)
+
+
+def synthetic_method_name(config: DistillConfig) -> str:
+    """The method table entry of a run: ``dp-dm`` for ``--method dm --dp-epsilon E``, else ``--method``."""
+    if config.dp_epsilon is None:
+        if config.method == DP_METHOD:
+            raise ConfigError(f"--method {DP_METHOD} needs --dp-epsilon (or use --method dm --dp-epsilon E)")
+        return config.method
+    if config.method not in ("dm", DP_METHOD):
+        raise ConfigError(f"--dp-epsilon works with --method dm only (got {config.method}): only DM's real side "
+                          "is a statistic that can be released once with noise")
+    return DP_METHOD
+
+
+def check_dp_input(config: DistillConfig, real: store.ImageSet) -> tuple[Any, np.ndarray | None, int]:
+    """The DP settings, the unit id of each train image (None = image units) and the unit count.
+
+    Refuses (exit 2) a file normalised with train statistics and a delta that is not below 1 / units.
+    """
+    from medcondense.distill import dp
+    from medcondense.distill.dpdm import settings_from_config
+
+    settings = settings_from_config(config)
+    method = (real.attrs.get("normalization") or {}).get("method")
+    if method != "window":
+        raise ConfigError(f"--dp-epsilon: the images were normalised with {method or 'unknown'} statistics of the "
+                          "train split, so every stored image already depends on all train images",
+                          path=config.input, hint="re-ingest with --normalize window")
+    train = real.part(store.SPLIT_TRAIN)
+    units = None
+    if settings.unit == "patient":
+        keys = train.meta.get("patient_key")
+        if keys is None or not all(str(k) for k in keys):
+            raise ConfigError("--dp-unit patient: the file records no patient_key for its train images",
+                              path=config.input, hint="use --dp-unit image (image-level, not patient-level privacy)")
+        units = np.asarray([str(k) for k in keys])
+    count = train.n if units is None else int(np.unique(units).size)
+    dp.check_settings(settings, units=count)
+    return settings, units, count
 
 
 # --------------------------------------------------------------------------- input
@@ -188,32 +231,41 @@ def run(config: DistillConfig, *, hooks: Any = None) -> dict[str, Any]:
         runkey.skip_if_done(output, run_key, config.overwrite, runkey.hdf5_record(_summary_from_attrs))
         result = _run_coreset(config, real, hp, device)
     else:
+        private = check_dp_input(config, real) if config.dp_epsilon is not None else None
         hp_obj = resolve_hyperparameters(config, device, laterality)
         hp = hp_obj.to_dict()
         if config.experts_only:
             return _prepare_only(config, real, hp_obj, source_hash, device, started)
         run_key = run_key_for(source_hash, hp)
         runkey.skip_if_done(output, run_key, config.overwrite, runkey.hdf5_record(_summary_from_attrs))
-        result = _run_synthetic(config, real, hp_obj, run_key, source_hash, device, hooks)
+        result = _run_synthetic(config, real, hp_obj, run_key, source_hash, device, hooks, private)
     out_set = result.pop("image_set")
     out_set.labels = present[out_set.labels]  # back to the input's class indices
     out_set.class_names = full_names
-    out_set.attrs.update(
-        method=config.method, ipc=config.ipc, source_hash=source_hash, hyperparameters=hp, run_key=run_key,
-        provenance=_provenance(config, source_hash, device, started, hp, result),
-    )
+    if result.get("dp") is not None:
+        # DP: nothing computed from the private data but the released statistics' consequences
+        out_set.attrs.update(method=config.method, ipc=config.ipc, hyperparameters=hp, dp=result["dp"],
+                             provenance=_provenance(config, None, device, started, hp, result))
+    else:
+        out_set.attrs.update(
+            method=config.method, ipc=config.ipc, source_hash=source_hash, hyperparameters=hp, run_key=run_key,
+            provenance=_provenance(config, source_hash, device, started, hp, result),
+        )
     digest = store.write(output, out_set, overwrite=True)
     checkpoint = checkpoint_path_for(output)
     checkpoint.unlink(missing_ok=True)  # the output is complete: the checkpoint has done its job
     wall = round(time.time() - started, 3)
     log.info("wrote %s (%d images, %s) in %.1f s", output, out_set.n, out_set.kind, wall)
-    return {
+    summary = {
         "output": str(output), "method": config.method, "ipc": config.ipc, "kind": out_set.kind,
         "num_images": out_set.n, "classes": list(out_set.class_names), "device": describe_device(device),
         **_decoded_count(out_set),
         "wall_time_s": wall, "content_hash": digest, "source_hash": source_hash, "hyperparameters": hp,
         **result,
     }
+    if result.get("dp") is not None:
+        summary["source_hash"] = None  # not in the file either; --json shows `units` (the file does not)
+    return summary
 
 
 def _decoded_count(out_set: store.ImageSet) -> dict[str, int]:
@@ -224,7 +276,7 @@ def _decoded_count(out_set: store.ImageSet) -> dict[str, int]:
     return {"decoded_images": out_set.n * factor * factor} if factor > 1 else {}
 
 
-def _provenance(config: DistillConfig, source_hash: str, device: torch.device, started: float, hp: dict, result: dict) -> dict:
+def _provenance(config: DistillConfig, source_hash: str | None, device: torch.device, started: float, hp: dict, result: dict) -> dict:
     from medcondense.device import describe_device
     from medcondense.provenance import make_provenance
 
@@ -236,11 +288,20 @@ def _provenance(config: DistillConfig, source_hash: str, device: torch.device, s
     )
 
 
-def _standardized_train(real: store.ImageSet, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
+def _standardized_train(real: store.ImageSet, device: torch.device, fixed: bool = False,
+                        ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
+    """Train images standardized with the recorded train statistics, or (``fixed``, for DP) with
+    data-independent constants."""
     from medcondense.train import standardize
 
     train = real.part(store.SPLIT_TRAIN)
-    mean, std = real.normalization_stats()
+    if fixed:
+        from medcondense.distill import dp
+
+        c = real.image_shape[0]
+        mean, std = np.full(c, dp.FIXED_MEAN, np.float32), np.full(c, dp.FIXED_STD, np.float32)
+    else:
+        mean, std = real.normalization_stats()
     x = standardize(train.images, mean, std).to(device)
     y = torch.as_tensor(train.labels, dtype=torch.long, device=device)
     return x, y, mean, std
@@ -340,16 +401,18 @@ def _coreset_init(rule: str, sampler: RealSampler, wanted: int, generator: torch
 
 def _run_synthetic(
     config: DistillConfig, real: store.ImageSet, hp: Hyperparameters, run_key: str, source_hash: str,
-    device: torch.device, hooks: Any,
+    device: torch.device, hooks: Any, private: tuple[Any, np.ndarray | None, int] | None = None,
 ) -> dict[str, Any]:
     from medcondense.console import progress
     from medcondense.train import destandardize
 
-    x, y, mean, std = _standardized_train(real, device)
+    x, y, mean, std = _standardized_train(real, device, fixed=private is not None)
     spec = DataSpec(channels=real.image_shape[0], image_size=real.image_shape[1], num_classes=real.num_classes)
     sampler = RealSampler([x[y == c] for c in range(spec.num_classes)])
     syn_labels = torch.arange(spec.num_classes, device=device).repeat_interleave(hp.ipc)
     method = method_class(hp.method)(hp, spec, device)
+    if private is not None:
+        method.set_private_data(x, y.cpu().numpy(), private[1])
     checkpoint = checkpoint_path_for(config.output)
     state, resumed_from, method = _start_state(config, method, hp, sampler, spec, device, checkpoint, run_key, source_hash)
     facts = _prepare(method, config, real, x, y, source_hash)
@@ -362,18 +425,41 @@ def _run_synthetic(
         final = engine.run(state, progress=bar)
     done = max(1, hp.iterations + 1 - state.iteration)
     images = destandardize(final.syn.detach(), mean, std).cpu().numpy()
+    dp_attrs = None
+    if private is not None:
+        from medcondense.distill import dp
+
+        dp_attrs = dp.attributes(private[0], method.sigma)
+        meta, attrs = {}, _dp_safe_attrs(real)
+    else:
+        meta, attrs = _output_meta(real, images.shape[0]), _copied_attrs(real)
     image_set = store.ImageSet(
         images=images, labels=syn_labels.cpu().numpy(), split=np.zeros(images.shape[0], dtype=np.uint8),
-        class_names=list(real.class_names), kind="synthetic", meta=_output_meta(real, images.shape[0]),
-        attrs={**_copied_attrs(real), "loss_curve": _thin_curve(final.loss_curve), **method.output_attrs()},
+        class_names=list(real.class_names), kind="synthetic", meta=meta,
+        attrs={**attrs, "loss_curve": _thin_curve(final.loss_curve), **method.output_attrs()},
     )
     curve = final.loss_curve
-    return {
+    out = {
         **facts, **method.output_attrs(),
         "image_set": image_set, "iterations": hp.iterations, "resumed_from": resumed_from,
         "seconds_per_iteration": round((time.time() - t0) / done, 4),
         "loss_first": curve[0][1] if curve else None, "final_loss": curve[-1][1] if curve else None,
     }
+    if dp_attrs is not None:
+        out.update(dp=dp_attrs, units=private[2])
+    return out
+
+
+def _dp_safe_attrs(real: store.ImageSet) -> dict[str, Any]:
+    """What a DP output may copy from its input: modality, laterality and the normalisation *method*
+    with the fixed standardisation constants (never the train mean/std or percentiles)."""
+    from medcondense.distill import dp
+
+    out = {k: real.attrs[k] for k in ("modality", "laterality") if k in real.attrs}
+    c = real.image_shape[0]
+    out["normalization"] = {"method": "window", "params": {}, "standardization": "fixed",
+                            "mean": [dp.FIXED_MEAN] * c, "std": [dp.FIXED_STD] * c}
+    return out
 
 
 def _start_state(config, method, hp, sampler, spec, device, checkpoint, run_key, source_hash) -> tuple[LoopState, int | None, Method]:

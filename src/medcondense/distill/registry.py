@@ -25,6 +25,7 @@ METHODS: dict[str, str] = {
     "dsa": "medcondense.distill.dsa:DSAMethod",
     "dm": "medcondense.distill.dm:DMMethod",
     "mtt": "medcondense.distill.mtt:MTTMethod",
+    "dp-dm": "medcondense.distill.dpdm:DPDMMethod",  # --method dm --dp-epsilon E (docs/distill.md)
     "idm": "medcondense.distill.idm:IDMMethod",
 }
 
