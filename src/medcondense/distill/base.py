@@ -225,10 +225,6 @@ class Method(ABC):
         class, consecutive); default: the images themselves."""
         return images
 
-    def output_attrs(self) -> dict[str, Any]:
-        """Root attributes the output file gets from the method (IDM: how to decode it)."""
-        return {}
-
     # -- method state -------------------------------------------------------------------------
     def init_state(self, syn: torch.Tensor, generator: torch.Generator) -> None:
         """Create the method's own state for a fresh run (not called on resume); default none.
@@ -285,7 +281,8 @@ class Method(ABC):
         return {}
 
     def output_attrs(self) -> dict[str, Any]:
-        """Root attributes the output records for this method (MTT: ``learned_lr``); default none."""
+        """Root attributes the output records for this method (MTT: ``learned_lr``; IDM: how to
+        decode its factorised images); default none."""
         return {}
 
     def between_updates(self, state: Any, syn_images: torch.Tensor, syn_labels: torch.Tensor, generator: torch.Generator) -> None:

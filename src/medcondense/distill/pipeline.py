@@ -95,7 +95,7 @@ def check_options(config: DistillConfig) -> None:
             _check_int(name, value, 1)
             if config.method not in FACTOR_METHODS:
                 raise ConfigError(f"{name} is an option of --method {', '.join(FACTOR_METHODS)}, not {config.method}")
-    if config.init != "real" and is_coreset(config.method):
+    if config.init not in (None, "real") and is_coreset(config.method):
         raise ConfigError(f"--init {config.init} is for synthetic methods; {config.method} picks real images itself")
     for name, value, low in (
         ("--iterations", config.iterations, 0), ("--outer-loop", config.outer_loop, 1),
