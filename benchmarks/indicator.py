@@ -71,7 +71,13 @@ PRESETS = {
     # A shared 2-core CPU, ~5 min a task: 25 train images a class, 40 epochs, full baseline 40 SGD
     # steps, 40 DM / 10 DC iterations with 16 real images a class, DC at IPC 1 only.
     "quick": Settings(train_per_class=25, test_per_class=25, repeats=2, epochs=40, full_steps=40,
-                      eval_models=2, iterations={"dm": 40, "dc": 10}, batch_real=16, method_max_ipc={"dc": 1}),
+                      eval_models=2, iterations={"dm": 40, "dc": 10, "idm": 10}, batch_real=16, method_max_ipc={"dc": 1}),
+    # #17's study: budgets where gains are not noise (>= 100 train images a class, >= 300 test images
+    # a task with 4+ classes); DM and IDM; run it once per seed (--seed 0, --seed 1, separate --out)
+    # and refit with `score --calibrate a.json b.json`. CPU hours: for a longer run or a GPU.
+    "study": Settings(train_per_class=100, test_per_class=75, repeats=2, epochs=100, full_steps=300,
+                      eval_models=2, iterations={"dm": 200, "idm": 60, "dc": 10}, batch_real=64,
+                      methods=("dm", "idm")),
     # GPU: the reference's evaluation epochs and iteration counts (DM 20000 takes hours per task).
     "paper": Settings(train_per_class=300, test_per_class=100, repeats=5, epochs=300, full_steps=3000,
                       eval_models=5, iterations={"dm": 20000, "dc": 1000}, batch_real=256),
@@ -291,7 +297,29 @@ def markdown(report: dict) -> str:
              "subset (best of the methods measured at that IPC), per IPC, with a bootstrap 95 % interval over "
              "tasks. A good predictor of *little* gain has a strongly negative rho.", ""]
     lines += _correlation_lines(report) + [""] + _task_lines(report)
+    if report.get("loo_mae"):
+        lines += ["", "Leave-one-dataset-out MAE of a one-feature line per IPC (what `score` states as its "
+                  "error; the constant predicts the other tasks' mean gain). The fast indicator is the "
+                  "training-free candidate with the lowest error.", "",
+                  "| IPC | feature | LOO MAE | constant |", "|---|---|---|---|"]
+        for ipc, rows in sorted(report["loo_mae"].items(), key=lambda kv: int(kv[0])):
+            for name, row in sorted(rows.items(), key=lambda kv: kv[1]["loo_mae"]):
+                lines.append(f"| {ipc} | {name} | {row['loo_mae']:.3f} | {row['loo_mae_constant']:.3f} |")
     return "\n".join(lines) + "\n"
+
+
+def loo_errors(measured: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per IPC and candidate feature, the leave-one-dataset-out MAE of its calibration line
+    (``predictor.fit_calibration``, the model ``score`` ships) and the constant predictor's."""
+    from medcondense.score import predictor
+
+    names = sorted({name for row in measured for name in row["features"]})
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name in names:
+        fitted = predictor.fit_calibration(measured, [name])
+        for ipc, model in fitted["per_ipc"].items():
+            out.setdefault(ipc, {})[name] = {"loo_mae": model["loo_mae"], "loo_mae_constant": model["loo_mae_constant"]}
+    return out
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -306,6 +334,8 @@ def make_parser() -> argparse.ArgumentParser:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="preset", action="store_const", const="quick", help="CPU settings (default)")
     mode.add_argument("--paper", dest="preset", action="store_const", const="paper", help="reference settings (GPU)")
+    mode.add_argument("--study", dest="preset", action="store_const", const="study",
+                      help="#17's budgets: 100 train images a class, DM and IDM (CPU hours; run once per --seed)")
     parser.set_defaults(preset="quick")
     parser.add_argument("--tasks", help="comma-separated task names [default: every installed brain task + fashion_mnist]")
     parser.add_argument("--ipc", default=None, help="comma-separated IPCs [default: 1,10]")
@@ -366,6 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tasks": tasks, "wall_time_s": round(time.time() - started, 1),
         "task_seconds": {r["task"]: r["seconds"] for r in results},
         "correlations": correlations(measured, args.bootstrap, args.seed),
+        "loo_mae": loo_errors(measured),
         "measured": measured,
     }
     _write_json(args.out, report)

@@ -33,6 +33,16 @@ subset per cell, drawn by ``distill --method random``.
     python benchmarks/table.py --paper --device cuda
     python benchmarks/table.py --quick --tasks aal10 fmnist --methods dm herding --ipcs 1
     python benchmarks/table.py --report-only     # rebuild the table from the cached cells
+
+Equal compute (#17): ``idm`` runs for as many iterations as fit in the wall-clock of our DM's
+``iterations["dm"]`` on the same machine (a short probe of both, cached per task and IPC, gives the
+seconds per iteration), and ``dm-ref`` is the reference DM at that same wall-clock: the reference
+reaches ``iterations["dm"] / speedup`` iterations in it (the speedup, reference s/it over ours, from
+``benchmarks/results/versus_reference.json``; 1.0 with a warning when absent), run with our DM,
+which matches the reference within noise (docs/results.md, fidelity). ``--seeds 0 1`` repeats every
+distilled cell over distillation seeds (seed 0 keeps the old cell names).
+
+    python benchmarks/table.py --quick --tasks aal10 jhu_tracts fmnist --methods dm dm-ref idm --seeds 0 1
 """
 
 from __future__ import annotations
@@ -52,7 +62,10 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / "work" / "table"
 RESULTS = ROOT / "benchmarks" / "results"
-METHODS = ("dm", "dsa", "dc", "random", "herding", "kcenter")
+METHODS = ("dm", "dsa", "dc", "random", "herding", "kcenter", "idm", "dm-ref")
+#: rows run at DM's wall-clock (see the module docstring): row -> the method it distils with
+EQUAL_COMPUTE = {"idm": "idm", "dm-ref": "dm"}
+PROBE_ITERATIONS = 3
 FULL = "full"  # the full-train-split row's method name in cells
 LOOP_METHODS = ("dc", "dsa")  # the gradient-matching methods with outer/inner loops (costly at IPC > 1)
 log = logging.getLogger("benchmarks.table")
@@ -177,18 +190,64 @@ def _machine(device: str) -> dict:
             "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
-def run_cell(task: str, data: Path, method: str, ipc: int, budget: Budget, device: str, note: str) -> dict:
+def _seconds_per_iteration(data: Path, method: str, ipc: int, budget: Budget, device: str) -> float:
+    """A short probe: seconds per iteration of ``method`` on this task (iteration 0 included)."""
+    from medcondense.config import DistillConfig
+    from medcondense.distill import pipeline as distill_pipeline
+
+    summary = distill_pipeline.run(DistillConfig(
+        input=str(data), output=str(data.parent / f"probe_{method}_ipc{ipc}.h5"), method=method, ipc=ipc,
+        iterations=PROBE_ITERATIONS - 1, batch_real=budget.batch_real, device=device, overwrite=True,
+        preset="paper" if budget.name == "paper" else "quick", checkpoint_every=0,
+    ))
+    return float(summary["seconds_per_iteration"])
+
+
+def reference_speedup(ipc: int) -> float:
+    """Reference DM s/it over ours at ``ipc`` (benchmarks/results/versus_reference.json), else 1.0."""
+    try:
+        rows = json.loads((RESULTS / "versus_reference.json").read_text()).get("rows", [])
+    except (OSError, ValueError):
+        rows = []
+    found = [r.get("speedup") for r in rows if r.get("method") == "dm" and r.get("ipc") == ipc and r.get("speedup")]
+    if not found:
+        log.warning("no reference DM speed at IPC %d in versus_reference.json; assuming the same speed", ipc)
+        return 1.0
+    return float(found[0])
+
+
+def equal_compute_iterations(task: str, data: Path, method: str, ipc: int, budget: Budget, device: str) -> int:
+    """Iterations that ``method`` (an :data:`EQUAL_COMPUTE` row) runs in the wall-clock of our DM's budget."""
+    dm_iterations = budget.iterations["dm"]
+    if method == "dm-ref":
+        return max(1, round(dm_iterations / reference_speedup(ipc)))
+    probe = data.parent / f"probe_ipc{ipc}.json"
+    try:
+        speeds = json.loads(probe.read_text())
+    except (OSError, ValueError):
+        speeds = {m: _seconds_per_iteration(data, m, ipc, budget, device) for m in ("dm", "idm")}
+        speeds["machine"] = _machine(device)
+        _write_json(probe, speeds)
+    return max(1, round(dm_iterations * speeds["dm"] / speeds["idm"]))
+
+
+def run_cell(task: str, data: Path, method: str, ipc: int, budget: Budget, device: str, note: str,
+             seed: int | None = None) -> dict:
     """Distil (or pick the coreset) and evaluate one cell; the full baseline comes from evaluate's cache."""
     from medcondense import store
     from medcondense.config import DistillConfig, EvaluateConfig
     from medcondense.distill import pipeline as distill_pipeline
     from medcondense.evaluate import pipeline as evaluate
 
-    syn = data.parent / f"{method}_ipc{ipc}.h5"
+    seed = budget.seed if seed is None else seed
+    syn = data.parent / f"{method}_ipc{ipc}{'' if seed == budget.seed else f'_seed{seed}'}.h5"
+    iterations = budget.iterations.get(method)
+    if method in EQUAL_COMPUTE:
+        iterations = equal_compute_iterations(task, data, method, ipc, budget, device)
     started = time.perf_counter()
     summary = distill_pipeline.run(DistillConfig(
-        input=str(data), output=str(syn), method=method, ipc=ipc, iterations=budget.iterations.get(method),
-        batch_real=budget.batch_real, device=device, seed=budget.seed, overwrite=True,
+        input=str(data), output=str(syn), method=EQUAL_COMPUTE.get(method, method), ipc=ipc, iterations=iterations,
+        batch_real=budget.batch_real, device=device, seed=seed, overwrite=True,
         preset="paper" if budget.name == "paper" else "quick",
     ))
     seconds_distill = time.perf_counter() - started
@@ -199,8 +258,9 @@ def run_cell(task: str, data: Path, method: str, ipc: int, budget: Budget, devic
     ))
     result = report["results"][0]
     return {
-        "task": task, "method": method, "ipc": ipc, "budget": budget.name, "data": str(data),
-        "data_hash": store.content_hash(store.read(data)),
+        "task": task, "method": method, "ipc": ipc, "budget": budget.name, "data": str(data), "seed": seed,
+        "data_hash": store.content_hash(store.read(data)), "iterations": iterations,
+        "train_images": result.get("train_images"),
         "accuracy": result["metrics"]["accuracy"], "balanced_accuracy": result["metrics"]["balanced_accuracy"],
         "hyperparameters": summary["hyperparameters"], "seconds_distill": round(seconds_distill, 2),
         "seconds_per_iteration": summary.get("seconds_per_iteration"), "seconds_eval": round(time.perf_counter() - started, 2),
@@ -248,9 +308,29 @@ def _pct(metric: dict | None) -> str:
     return f"{100 * metric['mean']:.1f} ± {100 * metric['std']:.1f}"
 
 
+def merge_seeds(cells: list[dict]) -> dict[tuple[str, str, int], dict]:
+    """Cells by (task, method, ipc); several seeds of one cell become one (mean, std over seeds)."""
+    import statistics
+
+    groups: dict[tuple[str, str, int], list[dict]] = {}
+    for c in cells:
+        groups.setdefault((c["task"], c["method"], c["ipc"]), []).append(c)
+    merged = {}
+    for key, group in groups.items():
+        if len(group) == 1:
+            merged[key] = group[0]
+            continue
+        means = [c["accuracy"]["mean"] for c in group]
+        merged[key] = {**group[0], "accuracy": {"mean": statistics.fmean(means), "std": statistics.stdev(means)},
+                       "seeds": sorted(c.get("seed", 0) for c in group)}
+    return merged
+
+
 def markdown_table(cells: list[dict], tasks: list[str], methods: list[str], ipcs: list[int]) -> str:
-    """Rows data set x method, columns IPC (mean ± std test accuracy %), a full-data row per data set."""
-    by_key = {(c["task"], c["method"], c["ipc"]): c for c in cells}
+    """Rows data set x method, columns IPC (mean ± std test accuracy %), a full-data row per data set.
+
+    A cell run over several distillation seeds shows the mean and std of the seeds' means."""
+    by_key = merge_seeds(cells)
     head = "| data set | method | " + " | ".join(f"IPC {i}" for i in ipcs) + " | run |"
     lines = [head, "|" + "---|" * (len(ipcs) + 3)]
     for task in tasks:
@@ -274,7 +354,12 @@ def markdown_table(cells: list[dict], tasks: list[str], methods: list[str], ipcs
 
 
 def _run_label(cell: dict) -> str:
-    return f"{cell['budget']}, {cell['machine']['device']}" + (f", {cell['note']}" if cell.get("note") else "")
+    label = f"{cell['budget']}, {cell['machine']['device']}" + (f", {cell['note']}" if cell.get("note") else "")
+    if cell.get("seeds"):
+        label += f", seeds {','.join(map(str, cell['seeds']))} (± over seeds)"
+    if cell["method"] in EQUAL_COMPUTE and cell.get("iterations"):
+        label += f", {cell['iterations']} it at DM's wall-clock"
+    return label
 
 
 # --------------------------------------------------------------------------- main
@@ -299,6 +384,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, default=WORK, help=f"cell cache and data (default {WORK.relative_to(ROOT)})")
     p.add_argument("--out", type=Path, default=RESULTS / "table.json", help="JSON of every cell (+ .md beside it)")
     p.add_argument("--note", default="", help="a word on the machine, stored with each new cell (e.g. 'shared 2-core CPU')")
+    p.add_argument("--seeds", nargs="+", type=int, default=None,
+                   help="distillation seeds per cell (default: the budget's one seed); the table averages them")
     p.add_argument("--report-only", action="store_true", help="only rebuild the table from cached cells")
     p.add_argument("--overwrite", action="store_true", help="recompute cached cells")
     return p.parse_args(argv)
@@ -318,20 +405,26 @@ def main(argv: list[str] | None = None) -> int:
     ipcs = args.ipcs or list(budget.ipcs)
     loop_ipcs = args.loop_ipcs or list(budget.loop_ipcs)
     cells = []
-    for task, method, ipc in plan_cells(args.tasks, args.methods, ipcs, loop_ipcs):
+    seeds = args.seeds or [budget.seed]
+    planned = [(t, m, i, s) for t, m, i in plan_cells(args.tasks, args.methods, ipcs, loop_ipcs)
+               for s in (seeds if m != FULL else [budget.seed])]
+    for task, method, ipc, seed in planned:
         folder = args.workdir / budget.name / task
-        path = folder / (f"cell_{method}.json" if method == FULL else f"cell_{method}_ipc{ipc}.json")
+        tail = "" if seed == budget.seed else f"_seed{seed}"
+        path = folder / (f"cell_{method}.json" if method == FULL else f"cell_{method}_ipc{ipc}{tail}.json")
         if args.report_only:
             cell = json.loads(path.read_text()) if path.exists() else None
         else:
             data = task_data(task, budget, args.workdir)
             key = cell_key(store.content_hash(store.read(data)), method, ipc, budget)
+            if seed != budget.seed:
+                key = hashlib.sha256(f"{key}:{seed}".encode()).hexdigest()[:24]
             cell = None if args.overwrite else _read_cell(path, key)
             if cell is None:
                 if method == FULL:
                     cell = run_full_cell(task, data, budget, args.device, args.note)
                 else:
-                    cell = run_cell(task, data, method, ipc, budget, args.device, args.note)
+                    cell = run_cell(task, data, method, ipc, budget, args.device, args.note, seed)
                 cell["key"] = key
                 _write_json(path, cell)
                 log.info("%s %s IPC %d: %s (distil %.0f s, eval %.0f s)", task, method, ipc,

@@ -262,7 +262,9 @@ def distill(
     inner_loop: Optional[int] = typer.Option(None, "--inner-loop", help="DC/DSA inner loop [default: by IPC, from the reference table]."),
     lr_img: Optional[float] = typer.Option(None, "--lr-img", help="Learning rate of the synthetic images [default: 0.1 for DC/DSA, 1.0 for DM]."),
     batch_real: Optional[int] = typer.Option(None, "--batch-real", help="Real images per class per step [default: from --preset: quick 64, paper 256 (the reference)]."),
-    init: Optional[str] = typer.Option(None, "--init", help="real | noise [default: real]."),
+    init: Optional[str] = typer.Option(None, "--init", help="real (random real images) | noise | herding | kcenter (real images picked by the coreset rule in a random ConvNet embedding) [default: real]."),
+    factor: Optional[int] = typer.Option(None, "--factor", help="IDM: each stored image holds factor x factor smaller images, decoded by upsampling (more images in the same storage; 1 = off) [default: 2]."),
+    net_queue: Optional[int] = typer.Option(None, "--net-queue", help="IDM: how many briefly trained networks the embedding queue keeps [default: 100, as the paper's code]."),
     aug: Optional[str] = typer.Option(None, "--aug", help="DSA/DM augmentations, comma-separated from color,crop,cutout,flip,scale,rotate, or none [default: all but flip when the data set says laterality matters]."),
     batch_classes: Optional[str] = typer.Option(None, "--batch-classes", help="auto | on | off: DM sends all classes through the net in one pass [default: auto = on for CUDA; off on a CPU, where one class at a time measured faster]."),
     amp: Optional[str] = typer.Option(None, "--amp", help="auto | off | bf16: bfloat16 autocast of the first-order network passes (DC/DSA: real gradients and inner loop; DM: embeddings) [default: auto = bf16 on CPUs with native bf16, else off]."),
@@ -313,6 +315,8 @@ def distill(
 
       medcondense distill data.h5 --method mtt --ipc 1 --preset medmnist   # experts built and cached first
       medcondense distill data.h5 --method dm --ipc 10 --dp-epsilon 8 --dp-delta 1e-5 -o syn_dp.h5
+
+      medcondense distill data.h5 --method idm --ipc 10 --factor 2 --init herding
     """
     from medcondense.config import default_data_path, default_syn_name
 
@@ -321,7 +325,7 @@ def distill(
         input=str(data) if data else None, output=str(output) if output else None,
         method=method, ipc=ipc, preset=preset, iterations=iterations, outer_loop=outer_loop,
         inner_loop=inner_loop, lr_img=lr_img, batch_real=batch_real, init=init,
-        aug=_split_list(aug), batch_classes=batch_classes, amp=amp, compile=compile_,
+        factor=factor, net_queue=net_queue, aug=_split_list(aug), batch_classes=batch_classes, amp=amp, compile=compile_,
         checkpoint_every=checkpoint_every, resume=resume, deterministic=deterministic,
         syn_steps=syn_steps, expert_epochs=expert_epochs, max_start_epoch=max_start_epoch, lr_lr=lr_lr,
         lr_teacher=lr_teacher, batch_syn=batch_syn, num_experts=num_experts, train_epochs=train_epochs,
@@ -394,6 +398,7 @@ def score(
     data: Optional[Path] = typer.Argument(None, help="Real data set [default: <workdir>/data.h5]."),
     syn: Optional[Path] = typer.Argument(None, help="A distilled set: adds distance, coverage and the privacy audit."),
     ipc: Optional[str] = typer.Option(None, "--ipc", help="Target IPCs for the indicator, comma-separated [default: 1,10,50; none when SYN is given]."),
+    indicator: Optional[str] = typer.Option(None, "--indicator", help="fast: predict from a training-free proxy in random ConvNets (seconds; its error is stated) | full: train random real subsets and a full-data model, the paper's indicator (minutes on a CPU) [default: fast]."),
     repeats: Optional[int] = typer.Option(None, "--repeats", help="Random subsets per IPC for the indicator [default: 3]."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs for the indicator [default: 300]."),
     ssim_threshold: Optional[float] = typer.Option(None, "--ssim-threshold", help="Near-copy if SSIM to a real training image >= this [default: 0.95]."),
@@ -436,7 +441,7 @@ def score(
     cfg = _config_or_exit(lambda: build_config(
         ScoreConfig, **_common(config, sets),
         data=str(data) if data else None, syn=str(syn) if syn else None,
-        ipc=_split_list(ipc), repeats=repeats, epochs=epochs, ssim_threshold=ssim_threshold,
+        ipc=_split_list(ipc), indicator=indicator, repeats=repeats, epochs=epochs, ssim_threshold=ssim_threshold,
         cosine_threshold=cosine_threshold, fail_on_copies=fail_on_copies, per_site=per_site, allow_mismatch=allow_mismatch,
         pairs_dir=str(pairs_dir) if pairs_dir else None,
         calibration=str(calibration) if calibration else None,

@@ -77,6 +77,8 @@ class DistillConfig:
     batch_real: int | None = None  # None: from --preset (quick 64, paper 256 = the reference)
     init: str | None = None  # None: real, or noise with --dp-epsilon
     aug: list[str] | None = None
+    factor: int | None = None  # IDM: each stored image holds factor**2 images (None: the method's default, 2)
+    net_queue: int | None = None  # IDM: networks in the trained queue (None: the method's default, 100)
     device: str = "auto"
     seed: int = 0
     deterministic: bool = False
@@ -138,6 +140,7 @@ class ScoreConfig:
     data: str | None = None
     syn: str | None = None
     ipc: list[int] | None = None  # None: 1,10,50 before distilling; none when a synthetic file is given
+    indicator: str = "fast"  # fast: training-free proxy model (seconds); full: random-subset training (minutes)
     repeats: int = 3
     epochs: int = 300
     device: str = "auto"

@@ -42,7 +42,8 @@ KINDS = ("real", "synthetic", "subset", "mixed")
 # images, made only with ``merge --allow-mixed``) must count as real everywhere; a schema-1 reader
 # would not know it. #8 (privacy) and #14 (factorised images) add their features here.
 V2_KINDS = ("mixed",)
-V2_ATTRS: tuple[str, ...] = ("dp",)
+#: ``factorised``: each stored image holds factor**2 images (medcondense.factorised, #14/#17)
+V2_ATTRS: tuple[str, ...] = ("dp", "factorised")
 # Kinds that hold real patient images (DICOM export needs --allow-real, distill refuses mixed).
 REAL_KINDS = ("real", "subset", "mixed")
 SPLIT_TRAIN, SPLIT_VAL, SPLIT_TEST = 0, 1, 2

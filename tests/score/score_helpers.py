@@ -22,6 +22,6 @@ def write_syn(path: Path, images: np.ndarray, class_names: list[str], kind: str 
 
 def quick_config(data: Path, **overrides) -> ScoreConfig:
     """A config that runs in a few seconds on the 16 px blob set."""
-    values = dict(data=str(data), ipc=[1], repeats=1, epochs=10, full_steps=20, embed_nets=2, device="cpu")
+    values = dict(data=str(data), ipc=[1], indicator="full", repeats=1, epochs=10, full_steps=20, embed_nets=2, device="cpu")
     values.update(overrides)
     return ScoreConfig(**values)

@@ -157,6 +157,9 @@ class Method(ABC):
         #: the class ids this process computes, in the order of the lists :meth:`loss` receives
         #: (the engine sets it; all classes by default)
         self.classes: list[int] = list(range(spec.num_classes))
+        #: the real training images by class (the engine sets it; for methods that train
+        #: networks on real data, e.g. IDM's queue); draw from it with the engine's generator
+        self.sampler: "RealSampler | None" = None
 
     # -- hyper-parameters ---------------------------------------------------------------------
     @classmethod
@@ -210,6 +213,17 @@ class Method(ABC):
         name = net_cfg.pop("name")
         net = build_net(name, self.spec.channels, self.spec.num_classes, self.spec.image_size, **net_cfg)
         return net.to(self.device)
+
+    # -- stored form of the images -----------------------------------------------------------
+    @property
+    def init_images_per_stored(self) -> int:
+        """Real images one stored synthetic image starts from (IDM: ``factor**2``); default 1."""
+        return 1
+
+    def encode_init(self, images: torch.Tensor) -> torch.Tensor:
+        """Initial stored images from ``init_images_per_stored`` real images each (grouped by
+        class, consecutive); default: the images themselves."""
+        return images
 
     # -- method state -------------------------------------------------------------------------
     def init_state(self, syn: torch.Tensor, generator: torch.Generator) -> None:
@@ -267,7 +281,8 @@ class Method(ABC):
         return {}
 
     def output_attrs(self) -> dict[str, Any]:
-        """Root attributes the output records for this method (MTT: ``learned_lr``); default none."""
+        """Root attributes the output records for this method (MTT: ``learned_lr``; IDM: how to
+        decode its factorised images); default none."""
         return {}
 
     def between_updates(self, state: Any, syn_images: torch.Tensor, syn_labels: torch.Tensor, generator: torch.Generator) -> None:
@@ -594,6 +609,7 @@ class Engine:
             raise ConfigError(f"classes {classes!r}: expected a non-empty subset of 0..{num_classes - 1}")
         self.classes = owned
         method.classes = owned
+        method.sampler = sampler
 
     def _save(self, state: LoopState) -> None:
         if self.checkpoint is not None:

@@ -49,7 +49,9 @@ MTT_OPTIONS = {
     "lr_lr": "--lr-lr", "lr_teacher": "--lr-teacher", "batch_syn": "--batch-syn", "num_experts": "--num-experts",
     "train_epochs": "--train-epochs", "experts": "--experts", "unroll": "--unroll",
 }
-INITS = ("real", "noise")
+INITS = ("real", "noise", "herding", "kcenter")
+#: methods that take IDM's options (--factor, --net-queue)
+FACTOR_METHODS = ("idm",)
 SWITCHES = ("auto", "on", "off")
 AMP_MODES = ("auto", "off", "bf16")
 #: the method table entry of DM with differential privacy (``--method dm --dp-epsilon E``)
@@ -88,6 +90,13 @@ def check_options(config: DistillConfig) -> None:
     if config.compile not in SWITCHES:
         raise ConfigError(f"--compile {config.compile!r}: expected one of {', '.join(SWITCHES)}")
     _check_int("--ipc", config.ipc, 1)
+    for name, value in (("--factor", config.factor), ("--net-queue", config.net_queue)):
+        if value is not None:
+            _check_int(name, value, 1)
+            if config.method not in FACTOR_METHODS:
+                raise ConfigError(f"{name} is an option of --method {', '.join(FACTOR_METHODS)}, not {config.method}")
+    if config.init not in (None, "real") and is_coreset(config.method):
+        raise ConfigError(f"--init {config.init} is for synthetic methods; {config.method} picks real images itself")
     for name, value, low in (
         ("--iterations", config.iterations, 0), ("--outer-loop", config.outer_loop, 1),
         ("--inner-loop", config.inner_loop, 0), ("--batch-real", config.batch_real, 1),
@@ -250,12 +259,21 @@ def run(config: DistillConfig, *, hooks: Any = None) -> dict[str, Any]:
     summary = {
         "output": str(output), "method": config.method, "ipc": config.ipc, "kind": out_set.kind,
         "num_images": out_set.n, "classes": list(out_set.class_names), "device": describe_device(device),
+        **_decoded_count(out_set),
         "wall_time_s": wall, "content_hash": digest, "source_hash": source_hash, "hyperparameters": hp,
         **result,
     }
     if result.get("dp") is not None:
         summary["source_hash"] = None  # not in the file either; --json shows `units` (the file does not)
     return summary
+
+
+def _decoded_count(out_set: store.ImageSet) -> dict[str, int]:
+    """``{"decoded_images": n * factor**2}`` for a factorised output (what a user trains on), else {}."""
+    from medcondense.factorised import factor_of
+
+    factor = factor_of(out_set.attrs)
+    return {"decoded_images": out_set.n * factor * factor} if factor > 1 else {}
 
 
 def _provenance(config: DistillConfig, source_hash: str | None, device: torch.device, started: float, hp: dict, result: dict) -> dict:
@@ -340,12 +358,45 @@ def _prepare_only(config: DistillConfig, real: store.ImageSet, hp: Hyperparamete
             "source_hash": source_hash, "wall_time_s": round(time.time() - started, 3), **facts}
 
 
-def _init_syn(hp: Hyperparameters, sampler: RealSampler, spec: DataSpec, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """Initial synthetic images: ``ipc`` distinct real images per class, or standard normal noise."""
+def _init_syn(hp: Hyperparameters, sampler: RealSampler, spec: DataSpec, generator: torch.Generator,
+              device: torch.device, method: Method | None = None) -> torch.Tensor:
+    """Initial synthetic images: standard normal noise, or real images per class -- ``real``
+    random ones, ``herding``/``kcenter`` the coreset's picks in a random ConvNet embedding --
+    ``method.init_images_per_stored`` of them per stored image, encoded by the method (IDM: tiled)."""
     if hp.init == "noise":
         shape = (spec.num_classes * hp.ipc, spec.channels, spec.image_size, spec.image_size)
         return torch.randn(shape, generator=generator).to(device)
-    return torch.cat([sampler.sample(c, hp.ipc, generator) for c in range(spec.num_classes)]).detach().clone()
+    per_stored = method.init_images_per_stored if method is not None else 1
+    wanted = hp.ipc * per_stored
+    if hp.init == "real":
+        picks = [_fill(sampler.sample(c, wanted, generator), wanted) for c in range(spec.num_classes)]
+    else:
+        picks = _coreset_init(hp.init, sampler, wanted, generator)
+    images = torch.cat(picks).detach().clone()
+    return method.encode_init(images) if method is not None else images
+
+
+def _fill(images: torch.Tensor, wanted: int) -> torch.Tensor:
+    """``wanted`` images: ``images`` repeated in order when a class has fewer (never with factor 1,
+    where load_real checked the counts)."""
+    if images.shape[0] >= wanted or images.shape[0] == 0:  # a class without train images stays empty
+        return images[:wanted]
+    return images.repeat(-(-wanted // images.shape[0]), 1, 1, 1)[:wanted]
+
+
+def _coreset_init(rule: str, sampler: RealSampler, wanted: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Per class, ``wanted`` real images in the order ``rule`` (herding, kcenter) picks them."""
+    from medcondense.distill.coreset import select_coreset
+
+    pools = sampler.images_by_class
+    if any(p.shape[0] == 0 for p in pools):
+        raise ConfigError(f"--init {rule} needs train images in every class; use --init real")
+    images = torch.cat(pools)
+    labels = torch.cat([torch.full((p.shape[0],), c, dtype=torch.long, device=p.device) for c, p in enumerate(pools)])
+    take = min(wanted, min(p.shape[0] for p in pools))
+    with torch.no_grad():
+        index = select_coreset(rule, images, labels, take, net=None, generator=generator, num_classes=len(pools))
+    return [_fill(images[part], wanted) for part in index.split(take)]
 
 
 def _run_synthetic(
@@ -423,7 +474,7 @@ def _start_state(config, method, hp, sampler, spec, device, checkpoint, run_key,
     elif checkpoint.exists():
         log.warning("an earlier checkpoint %s exists; starting over (pass --resume to continue it)", checkpoint)
     generator = torch.Generator().manual_seed(hp.seed)
-    syn = _init_syn(hp, sampler, spec, generator, device)
+    syn = _init_syn(hp, sampler, spec, generator, device, method)
     method.init_state(syn, generator)  # the method's own state draws after the images, from the same generator
     return initial_state(syn, generator, method.state_dict()), None, method
 
@@ -498,7 +549,8 @@ def render(result: dict[str, Any], console: Any) -> None:
         table.add_row("status", "expert trajectories ready (--experts-only: nothing distilled)")
     rows = [
         ("output", result.get("output")), ("method", result.get("method")), ("kind", result.get("kind")),
-        ("ipc", result.get("ipc")), ("images", result.get("num_images")), ("device", result.get("device")),
+        ("ipc", result.get("ipc")), ("images", result.get("num_images")),
+        ("images decoded (factorised)", result.get("decoded_images")), ("device", result.get("device")),
         ("iterations", result.get("iterations")), ("resumed from", result.get("resumed_from")),
         ("loss first -> last", _loss_text(result)), ("learned lr", result.get("learned_lr")),
         ("s / iteration", result.get("seconds_per_iteration")),

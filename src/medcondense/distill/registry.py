@@ -26,6 +26,7 @@ METHODS: dict[str, str] = {
     "dm": "medcondense.distill.dm:DMMethod",
     "mtt": "medcondense.distill.mtt:MTTMethod",
     "dp-dm": "medcondense.distill.dpdm:DPDMMethod",  # --method dm --dp-epsilon E (docs/distill.md)
+    "idm": "medcondense.distill.idm:IDMMethod",
 }
 
 #: coreset baselines (output kind ``subset``), implemented in :mod:`medcondense.distill.coreset`

@@ -125,10 +125,13 @@ def check_matches_real(image_set: store.ImageSet, real: store.ImageSet, path: st
 def load_input(path: str | Path, real: RealData, *, allow_mismatch: bool = False) -> InputSet:
     """Read a set to judge and check it fits the real file (image shape, class names).
 
-    Synthetic and subset files are used whole; a real file contributes its train split.
+    Synthetic and subset files are used whole (a factorised file decoded: the images a user
+    trains on; ``ipc`` stays the stored count); a real file contributes its train split.
     """
+    from medcondense.factorised import decoded
+
     path = str(path)
-    image_set = store.read(path)
+    image_set = decoded(store.read(path))
     check_matches_real(image_set, real.image_set, path, real_path=real.path, allow_mismatch=allow_mismatch)
     if image_set.kind == "real":
         image_set = image_set.part(store.SPLIT_TRAIN)

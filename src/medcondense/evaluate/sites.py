@@ -146,8 +146,10 @@ class CrossInput:
 
 
 def load_cross_input(path: str, sites: list[Site]) -> CrossInput:
-    """Read a set to judge; a real file contributes its train split."""
-    image_set = store.read(path)
+    """Read a set to judge (a factorised one decoded); a real file contributes its train split."""
+    from medcondense.factorised import decoded
+
+    image_set = decoded(store.read(path))
     check_matches_real(image_set, sites[0].image_set, path)
     if image_set.kind in store.REAL_KINDS and image_set.kind != "subset":
         image_set = image_set.part(store.SPLIT_TRAIN)

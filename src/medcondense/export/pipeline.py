@@ -98,8 +98,11 @@ def run(config: ExportConfig) -> dict[str, Any]:
 
 
 def _read_input(path: Path) -> store.ImageSet:
-    """Read and check the input (StoreError for a file that is not ours or was altered)."""
-    return store.read(path, verify_hash=True)
+    """Read and check the input (StoreError for a file that is not ours or was altered); a
+    factorised file is decoded after the check, so every format writes the images users train on."""
+    from medcondense.factorised import decoded
+
+    return decoded(store.read(path, verify_hash=True))
 
 
 def _check_allowed(image_set: store.ImageSet, formats: list[str], config: ExportConfig, path: Path) -> None:

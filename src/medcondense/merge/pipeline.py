@@ -29,6 +29,7 @@ import numpy as np
 
 from medcondense import runkey, store
 from medcondense.config import MergeConfig, config_to_dict
+from medcondense.factorised import decoded
 from medcondense.errors import ConfigError, DataMismatchError
 
 log = logging.getLogger(__name__)
@@ -355,7 +356,8 @@ def read_parts(config: MergeConfig) -> list[Part]:
         raise ConfigError("the output is one of the inputs", path=config.output)
     parts = []
     for i, raw in enumerate(config.inputs):
-        image_set = store.read(raw, verify_hash=True)
+        # a factorised part (IDM) is decoded: parts whose factors differ merge as the images users train on
+        image_set = decoded(store.read(raw, verify_hash=True))
         parts.append(Part(Path(raw), image_set, names[i].strip() if names else None))
     return parts
 

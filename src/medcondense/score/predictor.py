@@ -18,6 +18,13 @@ Calibration file (``medcondense-calibration/1``)::
 
 ``medcondense score --calibrate results.json ... -o calibration.json`` refits it from benchmark
 results (``benchmarks/indicator.py`` writes a ``measured`` list in this shape).
+
+Two indicators (``score --indicator``): ``full`` is the model above (its feature needs short
+training runs: minutes); ``fast`` is a second model in ``"indicators": {"fast": {"features",
+"per_ipc", "source"}}`` whose feature is a training-free proxy measured in random ConvNets
+(seconds). The fast feature was chosen by the indicator study (the candidate with the lowest
+leave-one-dataset-out error over the measured rows, :data:`FAST_FEATURES`); its ``loo_mae`` is the
+error ``score`` states. A calibration without the block has no fast model (score says so).
 """
 
 from __future__ import annotations
@@ -39,6 +46,10 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_SCHEMA = "medcondense-calibration/1"
 DEFAULT_FEATURES = ["random_rel"]
+#: the fast indicator's feature: a k-NN accuracy in random-ConvNet embeddings, no training
+#: (chosen by benchmarks/indicator.py's candidates; docs/score.md)
+FAST_FEATURES = ["knn_accuracy"]
+INDICATORS = ("fast", "full")
 TARGET = "gain = distilled accuracy - random-subset accuracy (fraction), best of the measured methods"
 REQUIRED_KEYS = ("schema", "features", "per_ipc", "source", "measured")
 REQUIRED_IPC_KEYS = ("coef", "intercept", "loo_mae", "n_datasets")
@@ -78,7 +89,17 @@ def validate_calibration(data: Any, path: str | Path) -> dict:
         raise ConfigError("'measured' must be a list", path=path)
     for i, row in enumerate(data["measured"]):
         _require(row, REQUIRED_MEASURED_KEYS, f"measured[{i}]", path)
+    for name, block in (data.get("indicators") or {}).items():
+        _require(block, ("features", "per_ipc"), f"indicators[{name!r}]", path)
+        validate_calibration({**data, **block, "indicators": {}}, path)
     return data
+
+
+def model_for(calibration: dict, indicator: str) -> dict | None:
+    """The calibration block of ``indicator`` (``full``: the top level), or None when absent."""
+    if indicator == "full":
+        return calibration
+    return (calibration.get("indicators") or {}).get(indicator)
 
 
 def load_calibration(path: str | Path | None = None) -> tuple[dict, Path]:
@@ -102,8 +123,17 @@ def _nearest_ipc(per_ipc: dict, ipc: int) -> str | None:
     return min(per_ipc, key=lambda k: (abs(math.log(int(k)) - math.log(ipc)), int(k)))
 
 
-def predict_gain(calibration: dict, ipc: int, features: dict[str, float]) -> dict:
-    """Predicted gain at ``ipc`` with its leave-one-dataset-out error, or a note why there is none."""
+def predict_gain(calibration: dict, ipc: int, features: dict[str, float], indicator: str = "full") -> dict:
+    """Predicted gain at ``ipc`` with its leave-one-dataset-out error, or a note why there is none.
+
+    ``indicator`` picks the model (:func:`model_for`): ``full`` (the top level) or ``fast``.
+    """
+    provisional = bool(calibration.get("provisional", False))
+    measured = calibration.get("measured") or []
+    block = model_for(calibration, indicator)
+    if block is None:
+        return {"gain": None, "note": f"the calibration has no {indicator!r} model (use --indicator full)"}
+    calibration = block
     key = _nearest_ipc(calibration["per_ipc"], ipc)
     if key is None:
         return {"gain": None, "note": "the calibration has no fitted IPC"}
@@ -118,10 +148,28 @@ def predict_gain(calibration: dict, ipc: int, features: dict[str, float]) -> dic
         "loo_mae_constant": model.get("loo_mae_constant"),
         "n_datasets": model["n_datasets"],
         "ipc_used": int(key),
-        "provisional": bool(calibration.get("provisional", False)),
+        "indicator": indicator,
+        "features": {name: round(float(v), 6) for name, v in zip(calibration["features"], values)},
+        "provisional": bool(calibration.get("provisional", provisional)),
     }
-    if int(key) != ipc:
-        out["note"] = f"no calibration at IPC {ipc}; used the nearest, IPC {key}"
+    notes = [f"no calibration at IPC {ipc}; used the nearest, IPC {key}"] if int(key) != ipc else []
+    outside = _outside_range(measured, int(key), dict(zip(calibration["features"], values)))
+    if outside:
+        out["extrapolated"] = True  # the stated error was measured inside the range only
+        notes.append("outside the calibrated range: " + "; ".join(outside))
+    if notes:
+        out["note"] = "; ".join(notes)
+    return out
+
+
+def _outside_range(measured: list[dict], ipc: int, values: dict[str, float]) -> list[str]:
+    """``name value not in [low, high]`` for each feature outside the values measured at ``ipc``."""
+    out = []
+    for name, value in values.items():
+        seen = [float(r["features"][name]) for r in measured
+                if int(r["ipc"]) == ipc and r["features"].get(name) is not None]
+        if seen and not min(seen) <= value <= max(seen):
+            out.append(f"{name} {value:.3f} not in [{min(seen):.3f}, {max(seen):.3f}]")
     return out
 
 
@@ -199,6 +247,9 @@ def calibrate(result_paths: list[str | Path], output: str | Path) -> dict:
     source = (f"refit by `medcondense score --calibrate` from {', '.join(p.name for p in paths)} "
               f"on {time.strftime('%Y-%m-%d')}")
     calibration = fit_calibration(measured, source=source)
+    fast = fit_calibration(measured, FAST_FEATURES, source=source)
+    if fast["per_ipc"]:
+        calibration["indicators"] = {"fast": {k: fast[k] for k in ("features", "per_ipc", "source")}}
     if not calibration["per_ipc"]:
         raise ConfigError(
             f"no IPC has measurements from at least {len(DEFAULT_FEATURES) + 2} data sets; nothing to fit",
