@@ -137,56 +137,108 @@ def run(config: DistillConfig, *, hooks: Any = None) -> dict[str, Any]:
     ``hooks`` (an :class:`~medcondense.distill.base.EngineHooks`) lets tests and tools watch or
     interrupt the loop.
     """
-    from medcondense.device import describe_device, resolve_device, seed_everything
+    from medcondense import distributed
+    from medcondense.device import describe_device, seed_everything
 
     started = time.time()
     check_options(config)
     if not config.input or not config.output:
         raise ConfigError("distill needs an input file and an output file")
-    device = resolve_device(config.device)
+    check_distributed(config)
+    device = distributed.resolve_device(config.device)
     real = load_real(config.input, config.ipc)
+    check_class_shards(config, real.num_classes)
+    group = distributed.join(device)  # every check above passed on every rank
     source_hash = str(real.attrs.get("content_hash") or store.content_hash(real))
     laterality = bool(real.attrs.get("laterality", True))
     output = Path(config.output)
     seed_everything(config.seed, config.deterministic)
+    record = runkey.hdf5_record(_summary_from_attrs)
     if is_coreset(config.method):
         hp = _coreset_hyperparameters(config)
         run_key = run_key_for(source_hash, hp)
-        runkey.skip_if_done(output, run_key, config.overwrite, runkey.hdf5_record(_summary_from_attrs))
-        result = _run_coreset(config, real, hp, device)
+        group.on_main(lambda: runkey.skip_if_done(output, run_key, config.overwrite, record), "checking the output")
+        result = group.on_main(lambda: _run_coreset(config, real, hp, device), "selecting the coreset")
     else:
-        hp_obj = resolve_hyperparameters(config, device, laterality)
+        # rank 0 resolves (auto switches depend on the machine): every rank runs the same settings
+        hp_obj = Hyperparameters(**group.broadcast(resolve_hyperparameters(config, device, laterality).to_dict()))
         hp = hp_obj.to_dict()
         run_key = run_key_for(source_hash, hp)
-        runkey.skip_if_done(output, run_key, config.overwrite, runkey.hdf5_record(_summary_from_attrs))
-        result = _run_synthetic(config, real, hp_obj, run_key, source_hash, device, hooks)
+        group.on_main(lambda: runkey.skip_if_done(output, run_key, config.overwrite, record), "checking the output")
+        result = _run_synthetic(config, real, hp_obj, run_key, source_hash, device, hooks, group)
+    return group.on_main(lambda: _write_output(config, result, output, source_hash, hp, run_key, device, started, group),
+                         "writing the output") or {}
+
+
+def check_distributed(config: DistillConfig) -> None:
+    """Under torchrun with several ranks: refuse what cannot be split (before the group starts,
+    so every rank exits 2 the same way)."""
+    from medcondense import distributed
+
+    world = distributed.world_size()
+    if world == 1 or is_coreset(config.method):
+        return  # a coreset is picked on rank 0
+    cls = method_class(config.method)
+    if not getattr(cls, "supports_class_shards", False):
+        reason = getattr(cls, "class_shards_refusal", "") or "it does not declare supports_class_shards"
+        raise ConfigError(
+            f"--method {config.method} cannot be split over {world} processes: {reason}; "
+            "run it as one process (without torchrun, or --nproc_per_node 1)"
+        )
+
+
+def check_class_shards(config: DistillConfig, num_classes: int) -> None:
+    """More ranks than classes leaves a rank with nothing to compute: exit 2."""
+    from medcondense import distributed
+
+    world = distributed.world_size()
+    if world > num_classes and not is_coreset(config.method):
+        raise ConfigError(
+            f"{world} processes but only {num_classes} classes: distill splits classes over the "
+            f"processes; start at most {num_classes} (torchrun --nproc_per_node {num_classes})",
+            path=config.input,
+        )
+
+
+def _write_output(config: DistillConfig, result: dict[str, Any], output: Path, source_hash: str, hp: dict,
+                  run_key: str, device: torch.device, started: float, group: Any) -> dict[str, Any]:
+    """Rank 0: write the output file, drop the checkpoint, return the summary."""
+    from medcondense.device import describe_device
+
     out_set = result.pop("image_set")
     out_set.attrs.update(
         method=config.method, ipc=config.ipc, source_hash=source_hash, hyperparameters=hp, run_key=run_key,
-        provenance=_provenance(config, source_hash, device, started, hp, result),
+        provenance=_provenance(config, source_hash, device, started, hp, result, group),
     )
     digest = store.write(output, out_set, overwrite=True)
     checkpoint = checkpoint_path_for(output)
     checkpoint.unlink(missing_ok=True)  # the output is complete: the checkpoint has done its job
     wall = round(time.time() - started, 3)
     log.info("wrote %s (%d images, %s) in %.1f s", output, out_set.n, out_set.kind, wall)
-    return {
+    summary = {
         "output": str(output), "method": config.method, "ipc": config.ipc, "kind": out_set.kind,
         "num_images": out_set.n, "classes": list(out_set.class_names), "device": describe_device(device),
         "wall_time_s": wall, "content_hash": digest, "source_hash": source_hash, "hyperparameters": hp,
         **result,
     }
+    if group.active:
+        summary["world_size"] = group.world_size
+    return summary
 
 
-def _provenance(config: DistillConfig, source_hash: str, device: torch.device, started: float, hp: dict, result: dict) -> dict:
+def _provenance(config: DistillConfig, source_hash: str, device: torch.device, started: float, hp: dict, result: dict,
+                group: Any = None) -> dict:
     from medcondense.device import describe_device
     from medcondense.provenance import make_provenance
 
+    extra = {"hyperparameters": hp, "resumed_from": result.get("resumed_from"),
+             "seconds_per_iteration": result.get("seconds_per_iteration")}
+    if group is not None and group.active:  # not in the run key: any world size makes the same images
+        extra["distributed"] = group.describe()
     return make_provenance(
         stage="distill", config=config_to_dict(config), paths=[config.input, config.output],
         input_hash=source_hash, seed=config.seed, device=describe_device(device), started=started,
-        extra={"hyperparameters": hp, "resumed_from": result.get("resumed_from"),
-               "seconds_per_iteration": result.get("seconds_per_iteration")},
+        extra=extra,
     )
 
 
@@ -224,7 +276,7 @@ def _init_syn(hp: Hyperparameters, sampler: RealSampler, spec: DataSpec, generat
 
 def _run_synthetic(
     config: DistillConfig, real: store.ImageSet, hp: Hyperparameters, run_key: str, source_hash: str,
-    device: torch.device, hooks: Any,
+    device: torch.device, hooks: Any, group: Any = None,
 ) -> dict[str, Any]:
     from medcondense.console import progress
     from medcondense.train import destandardize
@@ -236,10 +288,16 @@ def _run_synthetic(
     method = method_class(hp.method)(hp, spec, device)
     checkpoint = checkpoint_path_for(config.output)
     state, resumed_from, method = _start_state(config, method, hp, sampler, spec, device, checkpoint, run_key, source_hash)
+    from medcondense import distributed
+
+    group = group or distributed.SINGLE
+    classes = group.mine(spec.num_classes) if group.active else None  # round-robin class shards
     engine = Engine(method, sampler, syn_labels, checkpoint=checkpoint, checkpoint_every=config.checkpoint_every,
-                    run_key=run_key, source_hash=source_hash, hooks=hooks, config=config_to_dict(config))
-    log.info("distilling %s: %d classes x IPC %d, %d iterations (from %d) on %s; hyper-parameters %s",
-             hp.method, spec.num_classes, hp.ipc, hp.iterations, state.iteration, device, _short_hp(hp))
+                    run_key=run_key, source_hash=source_hash, hooks=hooks, config=config_to_dict(config),
+                    classes=classes, group=group)
+    shard = f"; rank {group.rank} of {group.world_size} computes classes {classes}" if group.active else ""
+    log.info("distilling %s: %d classes x IPC %d, %d iterations (from %d) on %s; hyper-parameters %s%s",
+             hp.method, spec.num_classes, hp.ipc, hp.iterations, state.iteration, device, _short_hp(hp), shard)
     t0 = time.time()
     with progress(f"distill {hp.method}", total=hp.iterations + 1 - state.iteration) as bar:
         final = engine.run(state, progress=bar)
