@@ -83,25 +83,39 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
     from medcondense.device import describe_device
     from medcondense.provenance import make_provenance
 
+    from medcondense import distributed
+
     started = time.time()
     _check_config(config)
     real = load_real(config.real, config.test_site)
     inputs = [load_input(p, real) for p in config.inputs]
     run_key = _run_key(config, real, inputs)
-    if config.output:  # without -o nothing is written, so there is nothing to skip
-        runkey.skip_if_done(config.output, run_key, config.overwrite, runkey.json_record)
     plan = make_plan(config, real)
+    group = distributed.join(plan.device)  # every check above passed on every rank
+    if config.output:  # without -o nothing is written, so there is nothing to skip
+        group.on_main(lambda: runkey.skip_if_done(config.output, run_key, config.overwrite, runkey.json_record),
+                      "checking the output")
     cache = BaselineCache(config.real)
     ipcs = sorted({i.ipc for i in inputs})
     total = plan.models * (len(inputs) + len(ipcs) * ("random" in config.baselines) + ("full" in config.baselines))
     log.info("evaluating %d set(s) with %d %s net(s) each, %d epochs, on %s",
              len(inputs), plan.models, plan.arch, plan.settings.epochs, describe_device(plan.device))
-    with progress("evaluate", total=total) as bar:
-        full, randoms = compute_baselines(plan, real, cache, ipcs, config.baselines, bar.advance)
+    summaries: list[dict[str, Any]] | None = None
+    if group.active:  # the networks split round-robin over the ranks, results gathered
+        from medcondense.evaluate.sharded import run_sharded
+
+        full, randoms, summaries = run_sharded(plan, real, inputs, cache, ipcs, config.baselines, group,
+                                               lambda n: progress("evaluate", total=n))
+    with progress("evaluate", total=0 if group.active else total) as bar:
+        if not group.active:
+            full, randoms = compute_baselines(plan, real, cache, ipcs, config.baselines, bar.advance)
         results = []
-        for item in inputs:
+        for index, item in enumerate(inputs):
             bar.update(status=Path(item.path).name)
-            summary = evaluate_plan(plan, real, item.train_x, item.train_y, tick=bar.advance)
+            if summaries is not None:
+                summary = summaries[index]
+            else:
+                summary = evaluate_plan(plan, real, item.train_x, item.train_y, tick=bar.advance)
             baselines = {}
             if item.ipc in randoms:
                 baselines["random"] = _baseline_block(randoms[item.ipc])
@@ -136,9 +150,15 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
     report["provenance"] = make_provenance(
         stage="evaluate", config=config_to_dict(config), paths=[*config.inputs, config.real],
         input_hash=run_key, seed=config.seed, device=describe_device(plan.device), started=started,
+        extra={"distributed": group.describe()} if group.active else None,  # not in the run key
     )
-    if report["plot"]:
-        write_plot(report, report["plot"])
-    if config.output:
-        write_json(config.output, report)
+
+    def write() -> dict[str, Any]:
+        if report["plot"]:
+            write_plot(report, report["plot"])
+        if config.output:
+            write_json(config.output, report)
+        return report
+
+    group.on_main(write, "writing the report")  # rank 0 writes; every rank learns how it went
     return report
