@@ -288,6 +288,7 @@ def _run_synthetic(
     method = method_class(hp.method)(hp, spec, device)
     checkpoint = checkpoint_path_for(config.output)
     state, resumed_from, method = _start_state(config, method, hp, sampler, spec, device, checkpoint, run_key, source_hash)
+    _check_same_start(group, state.iteration, checkpoint)
     from medcondense import distributed
 
     group = group or distributed.SINGLE
@@ -314,6 +315,20 @@ def _run_synthetic(
         "seconds_per_iteration": round((time.time() - t0) / done, 4),
         "loss_first": curve[0][1] if curve else None, "final_loss": curve[-1][1] if curve else None,
     }
+
+
+def _check_same_start(group: Any, iteration: int, checkpoint: Path) -> None:
+    """Every rank must start from the same iteration: a rank that cannot see rank 0's checkpoint
+    (no shared file system) would start over and the ranks would fall out of step."""
+    if group is None or not group.active:
+        return
+    starts = group.all_gather(iteration, "comparing the ranks' start")
+    if len(set(starts)) > 1:
+        raise ConfigError(
+            f"the ranks would start from different iterations {starts} (rank order): not every rank "
+            "sees the same checkpoint; keep input, output and checkpoint on a file system all nodes share",
+            path=checkpoint,
+        )
 
 
 def _start_state(config, method, hp, sampler, spec, device, checkpoint, run_key, source_hash) -> tuple[LoopState, int | None, Method]:
