@@ -11,7 +11,8 @@ STAMP  := $(VENV)/.installed
 
 DEMO_DIR  ?= demo
 # Demo-sized budgets (a few minutes on 2 CPU cores); examples/pipeline/run_pipeline.sh documents
-# every knob, e.g. `make demo DEMO_ENV="METHOD=dsa IPC=1"` or PRESET=paper on a GPU.
+# every knob, e.g. `make demo DEMO_ENV="METHOD=dsa IPC=1"`, `make demo DEMO_ENV="METHOD=mtt"` (MTT quick
+# preset, experts included) or PRESET=paper on a GPU.
 DEMO_ENV  ?= ITERATIONS=60 MODELS=1 EPOCHS=30 FULL_STEPS=60
 
 .PHONY: install demo test bench bench-table clean
@@ -22,7 +23,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[dev,codecs]"
+	$(PY) -m pip install --quiet -e ".[dev,codecs,pacs,dp]"
 	touch $(STAMP)
 
 # The whole pipeline on the example data shipped in examples/data (ch2 T1 + AAL atlas):

@@ -49,7 +49,7 @@ def test_help_imports_no_heavy_library() -> None:
     code = (
         "from typer.testing import CliRunner\n"
         "from medcondense.cli import app\n"
-        "for stage in (None, 'ingest', 'distill', 'evaluate', 'score', 'export'):\n"
+        "for stage in (None, 'ingest', 'distill', 'evaluate', 'score', 'export', 'merge'):\n"
         "    args = ['--help'] if stage is None else [stage, '--help']\n"
         "    assert CliRunner().invoke(app, args).exit_code == 0\n"
     )

@@ -27,7 +27,12 @@ SIZE="${SIZE:-32}"
 METHOD="${METHOD:-dm}"
 IPC="${IPC:-10}"
 PRESET="${PRESET:-quick}"
-ITERATIONS="${ITERATIONS:-}"        # empty: the preset's count (DM quick: 200)
+ITERATIONS="${ITERATIONS:-}"        # empty: the preset's count (DM quick: 200, MTT quick: 10)
+# MTT only (METHOD=mtt); empty: the preset's values (quick: 3 experts x 8 epochs, 5 student steps).
+# The expert trajectories go to WORK/data.h5.experts/ and are reused by every later run and IPC.
+SYN_STEPS="${SYN_STEPS:-}"
+NUM_EXPERTS="${NUM_EXPERTS:-}"
+TRAIN_EPOCHS="${TRAIN_EPOCHS:-}"
 MODELS="${MODELS:-2}"
 EPOCHS="${EPOCHS:-50}"
 FULL_STEPS="${FULL_STEPS:-1000}"     # SGD-step budget of the full-data baseline (shared by evaluate and score)
@@ -68,7 +73,9 @@ run_step "example data" "$PYTHON" "$BUILDER" --task "$TASK" --out "$WORK/brain" 
 run_step "ingest" "$MEDCONDENSE" ingest "$WORK/brain/dicom" --labels "$WORK/brain/dicom/manifest.csv" \
     --size "$SIZE" --seed "$SEED" -o "$DATA" --overwrite
 run_step "distill" "$MEDCONDENSE" distill "$DATA" --method "$METHOD" --ipc "$IPC" --preset "$PRESET" \
-    ${ITERATIONS:+--iterations "$ITERATIONS"} --device "$DEVICE" --seed "$SEED" -o "$SYN" --overwrite
+    ${ITERATIONS:+--iterations "$ITERATIONS"} ${SYN_STEPS:+--syn-steps "$SYN_STEPS"} \
+    ${NUM_EXPERTS:+--num-experts "$NUM_EXPERTS"} ${TRAIN_EPOCHS:+--train-epochs "$TRAIN_EPOCHS"} \
+    --device "$DEVICE" --seed "$SEED" -o "$SYN" --overwrite
 run_step "evaluate" "$MEDCONDENSE" evaluate "$SYN" --real "$DATA" --models "$MODELS" --epochs "$EPOCHS" \
     --set evaluate.full_steps="$FULL_STEPS" --device "$DEVICE" --seed "$SEED" -o "$REPORT" --overwrite
 rm -f "$SCORE"

@@ -24,7 +24,6 @@ import fcntl
 import json
 import os
 import shutil
-import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -189,7 +188,7 @@ def _acquire(lock: Path, path: Path, wait: bool) -> int:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             os.close(fd)
-            raise ConfigError(f"another medcondense is writing {path}", hint=f"wait for it, or remove {lock} if no medcondense runs") from None
+            raise ConfigError(f"another medcondense is writing {path}", hint="wait for it to finish, or write elsewhere with -o") from None
         except BaseException:
             os.close(fd)
             raise
@@ -312,10 +311,3 @@ def write_json(path: str | Path, data: Any, *, indent: int | None = 2) -> None:
     with atomic_path(path, expected_bytes=len(text.encode("utf-8"))) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
-
-def is_regular_file(path: str | Path) -> bool:
-    """Whether ``path`` is a regular file itself (not a symlink, fifo or device)."""
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False

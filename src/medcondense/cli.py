@@ -136,8 +136,7 @@ def _run_stage_body(module: str, config: Any, *, as_json: bool, verbose: int, ma
             err=True,
         )
         raise typer.Exit(EXIT_RUNTIME) from None
-    if interrupts.finish() is not None:
-        log.warning("interrupted while %s was being published; it is complete, so the stage finished", output)
+    interrupts.hold()  # the work is done: a signal while printing the result changes nothing
     exit_code = int(result.pop("exit_code", 0)) if isinstance(result, dict) else 0
     if not main_rank:  # rank 0 prints the one result
         raise typer.Exit(exit_code)
@@ -145,6 +144,8 @@ def _run_stage_body(module: str, config: Any, *, as_json: bool, verbose: int, ma
         typer.echo(json.dumps(result, indent=2, default=str))
     elif hasattr(stage, "render"):
         stage.render(result, stdout_console())
+    if interrupts.finish() is not None:
+        log.warning("interrupt received after %s was complete; the stage finished (exit %d)", output or "the output", exit_code)
     raise typer.Exit(exit_code)
 
 
@@ -168,7 +169,7 @@ def _split_list(value: Optional[str]) -> Optional[list[str]]:
 # ingest ---------------------------------------------------------------------------------------
 @app.command()
 def ingest(
-    inputs: List[Path] = typer.Argument(..., help="Folders or files of DICOM (found by content, DICOMDIR-aware) and/or NIfTI (.nii, .nii.gz)."),
+    inputs: List[str] = typer.Argument(..., help="Folders or files of DICOM (found by content, DICOMDIR-aware) and/or NIfTI (.nii, .nii.gz), or DICOMweb roots (https://pacs.example/dicom-web; needs medcondense[pacs]).", show_default=False),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output HDF5 [default: <workdir>/data.h5]."),
     size: Optional[int] = typer.Option(None, "--size", help="Output image size in pixels, e.g. 28, 32, 64, 128 [default: 64]."),
     spacing: Optional[float] = typer.Option(None, "--spacing", help="Resample in-plane to this spacing in mm before crop/resize [default: keep]."),
@@ -178,8 +179,10 @@ def ingest(
     axis: Optional[int] = typer.Option(None, "--axis", help="NIfTI slicing axis in RAS: 0 sagittal, 1 coronal, 2 axial [default: 2]."),
     slices: Optional[str] = typer.Option(None, "--slices", help="Which slices of a volume: all | every:K | central:N [default: all]."),
     mask_suffix: Optional[str] = typer.Option(None, "--mask-suffix", help="NIfTI masks beside images (e.g. _mask for a_mask.nii.gz); keep only slices the mask touches."),
-    labels_csv: Optional[Path] = typer.Option(None, "--labels", help="CSV manifest path,label[,patient,split,site] (paths relative to the CSV); wins over other label sources."),
-    label_tag: Optional[str] = typer.Option(None, "--label-tag", help="Take the label from this DICOM keyword (e.g. BodyPartExamined)."),
+    labels_csv: Optional[Path] = typer.Option(None, "--labels", help="CSV manifest keyed by one column, path (relative to the CSV), study_uid, series_uid, accession or patient_id, then label[,patient,split,site]; wins over other label sources. Keys are matched, never stored."),
+    label_tag: Optional[str] = typer.Option(None, "--label-tag", help="Take the label from this DICOM keyword (e.g. BodyPartExamined); identifying ones (PatientName, ...) are refused."),
+    allow_identifying_label_tag: Optional[bool] = typer.Option(None, "--allow-identifying-label-tag", help="Allow --label-tag on an identifying attribute (DICOM PS3.15 basic profile); its values become class names in every output."),
+    allow_burned_in: Optional[bool] = typer.Option(None, "--allow-burned-in", help="Keep images whose file says BurnedInAnnotation or RecognizableVisualFeatures YES [default: reject them]; exports then say BurnedInAnnotation YES."),
     split: Optional[str] = typer.Option(None, "--split", help="Train,val,test fractions by patient, seeded and stratified [default: 0.7,0.15,0.15]; a CSV split column wins."),
     site: Optional[str] = typer.Option(None, "--site", help="Site name stored with every image (never read from tags)."),
     modality: Optional[str] = typer.Option(None, "--modality", help="Override the modality (CT, MR, ...) [default: from DICOM; MR for NIfTI]."),
@@ -188,6 +191,10 @@ def ingest(
     workers: Optional[int] = typer.Option(None, "--workers", help="Parallel reader processes [default: 1]."),
     on_error: Optional[str] = typer.Option(None, "--on-error", help="skip (reject bad files, exit 4) | fail (stop at the first bad file) [default: skip]."),
     rejects: Optional[Path] = typer.Option(None, "--rejects", help="Rejects report CSV [default: <output>.rejects.csv, written only when something was rejected]."),
+    protocol: Optional[Path] = typer.Option(None, "--protocol", help="Take size, spacing, window, percentiles, normalization (with the source's zscore/ct constants), channels, axis, slices and the class names from this set (.h5) or protocol YAML (export --format protocol), so several sites' files merge; a contradicting option is exit 2."),
+    studies: Optional[List[str]] = typer.Option(None, "--study", help="DICOMweb: a StudyInstanceUID to read (repeatable) [default: the studies of a study/series/accession/patient-keyed --labels CSV]."),
+    query: Optional[str] = typer.Option(None, "--query", help="DICOMweb: read the studies a QIDO-RS search finds, e.g. 'ModalitiesInStudy=CT&StudyDate=20200101-20201231'."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="DICOMweb: keep retrieved instances in this folder to resume a run (raw DICOM with patient data; warned) [default: memory only]."),
     seed: Optional[int] = SeedOpt,
     overwrite: Optional[bool] = OverwriteOpt,
     workdir: Optional[Path] = WorkdirOpt,
@@ -197,7 +204,11 @@ def ingest(
     quiet: bool = QuietOpt,
     verbose: int = VerboseOpt,
 ) -> None:
-    """Read DICOM/NIfTI into a windowed, resampled, normalized HDF5 data set.
+    """Read DICOM/NIfTI (folders, files or a DICOMweb server) into a windowed, resampled,
+    normalized HDF5 data set.
+
+    DICOMweb credentials come only from $MEDCONDENSE_DICOMWEB_TOKEN, or
+    $MEDCONDENSE_DICOMWEB_USER and $MEDCONDENSE_DICOMWEB_PASSWORD, or ~/.netrc.
 
     Examples:
 
@@ -206,20 +217,31 @@ def ingest(
       medcondense ingest ./ct --window brain --size 64 --labels labels.csv -o ct.h5
 
       medcondense ingest ./mri --normalize zscore --slices central:20 --json
-    """
-    from medcondense.config import default_data_path
 
-    cfg = _config_or_exit(lambda: build_config(
-        IngestConfig, **_common(config, sets),
-        inputs=[str(p) for p in inputs],
+      medcondense ingest ./site_b --protocol site_a.h5 --site b -o b.h5   # compatible with site a
+
+      medcondense ingest https://pacs.example/dicom-web --labels studies.csv -o ct.h5
+    """
+    from medcondense.config import default_data_path, explicit_options
+
+    values = dict(
+        inputs=list(inputs),
         output=str(output) if output else None,
         size=size, spacing=spacing, window=window, normalize=normalize, channels=channels,
         axis=axis, slices=slices, mask_suffix=mask_suffix,
         labels_csv=str(labels_csv) if labels_csv else None, label_tag=label_tag,
+        allow_identifying_label_tag=allow_identifying_label_tag, allow_burned_in=allow_burned_in,
         split=split, site=site, modality=modality, laterality=laterality, hash_paths=hash_paths,
         workers=workers, on_error=on_error, rejects=str(rejects) if rejects else None,
-        seed=seed, overwrite=overwrite,
-    ))
+        protocol=str(protocol) if protocol else None, seed=seed, overwrite=overwrite,
+        studies=studies or None, query=query, cache=str(cache) if cache else None,
+    )
+    cfg = _config_or_exit(lambda: build_config(IngestConfig, **_common(config, sets), **values))
+    if cfg.protocol:
+        from medcondense.ingest import protocol as proto
+
+        given = explicit_options(IngestConfig, **_common(config, sets), **values)
+        cfg = _config_or_exit(lambda: proto.apply(cfg, proto.load(cfg.protocol), given))
     if cfg.output is None:
         cfg.output = str(default_data_path(str(workdir) if workdir else None))
     _run_stage("medcondense.ingest.pipeline", cfg, as_json=as_json, quiet=quiet, verbose=verbose)
@@ -240,8 +262,8 @@ def distill(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output HDF5 [default: syn_<method>_ipc<N>.h5 beside the input]."),
     method: Optional[str] = typer.Option(None, "--method", help=_method_help()),
     ipc: Optional[int] = typer.Option(None, "--ipc", help="Images per class, e.g. 1, 10, 50 [default: 10]."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="quick (minutes on a CPU) | paper (the reference iteration counts) [default: quick]."),
-    iterations: Optional[int] = typer.Option(None, "--iterations", help="Outer iterations [default: from --preset: quick DC/DSA 10, DM 200; paper DC/DSA 1000, DM 20000]."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="quick (minutes on a CPU) | paper (the reference iteration counts) | medmnist (MTT only: the seed study's PathMNIST values) [default: quick]."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="Outer iterations [default: from --preset: quick DC/DSA 10, DM 200, MTT 10; paper DC/DSA 1000, DM 20000, MTT 5000]."),
     outer_loop: Optional[int] = typer.Option(None, "--outer-loop", help="DC/DSA outer loop [default: by IPC, from the reference table]."),
     inner_loop: Optional[int] = typer.Option(None, "--inner-loop", help="DC/DSA inner loop [default: by IPC, from the reference table]."),
     lr_img: Optional[float] = typer.Option(None, "--lr-img", help="Learning rate of the synthetic images [default: 0.1 for DC/DSA, 1.0 for DM]."),
@@ -254,6 +276,23 @@ def distill(
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Save a checkpoint every K iterations [default: 50]."),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue bit-for-bit from <output>.ckpt of the same run (same input and options). Ctrl-C saves one."),
     deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic", help="Ask torch for deterministic kernels (slower on GPU)."),
+    dp_epsilon: Optional[float] = typer.Option(None, "--dp-epsilon", help="Differentially private DM (with --method dm): the privacy budget epsilon of the release; needs the extra medcondense[dp] (Opacus). Every run spends budget."),
+    dp_delta: Optional[float] = typer.Option(None, "--dp-delta", help="DP delta; must be below 1 / units [default: 1e-5]."),
+    dp_clip: Optional[float] = typer.Option(None, "--dp-clip", help="DP: L2 clip of one unit's block of mean embeddings [default: 1.0]."),
+    dp_unit: Optional[str] = typer.Option(None, "--dp-unit", help="DP: patient (all of a patient's images) | image [default: patient]."),
+    dp_queries: Optional[int] = typer.Option(None, "--dp-queries", help="DP: random networks (with one augmentation draw each) in the release [default: 50]."),
+    dp_accountant: Optional[str] = typer.Option(None, "--dp-accountant", help="DP: Opacus accountant rdp | prv [default: rdp]."),
+    syn_steps: Optional[int] = typer.Option(None, "--syn-steps", help="MTT: student SGD steps on the synthetic images per iteration [default: by IPC from the author's table (1: 50, 10: 30, 50: 30); quick 5; medmnist 20].", rich_help_panel="MTT"),
+    expert_epochs: Optional[int] = typer.Option(None, "--expert-epochs", help="MTT: the target is the expert this many epochs after the start [default: by IPC (2); medmnist 3].", rich_help_panel="MTT"),
+    max_start_epoch: Optional[int] = typer.Option(None, "--max-start-epoch", help="MTT: start epochs are drawn below this [default: by IPC (1: 2, 10: 20, 50: 40); quick 5; medmnist 20].", rich_help_panel="MTT"),
+    lr_lr: Optional[float] = typer.Option(None, "--lr-lr", help="MTT: learning rate of the learnable step size (SGD, momentum 0.5) [default: by IPC (1: 1e-7, 10/50: 1e-5); medmnist 1e-6].", rich_help_panel="MTT"),
+    lr_teacher: Optional[float] = typer.Option(None, "--lr-teacher", help="MTT: the experts' SGD learning rate and the step size's start [default: 0.01].", rich_help_panel="MTT"),
+    batch_syn: Optional[int] = typer.Option(None, "--batch-syn", help="MTT: synthetic images per student step [default: all].", rich_help_panel="MTT"),
+    num_experts: Optional[int] = typer.Option(None, "--num-experts", help="MTT: expert networks to train [default: quick 3; paper/medmnist 100].", rich_help_panel="MTT"),
+    train_epochs: Optional[int] = typer.Option(None, "--train-epochs", help="MTT: epochs per expert [default: quick 8; paper/medmnist 50].", rich_help_panel="MTT"),
+    experts: Optional[Path] = typer.Option(None, "--experts", help="MTT: use this expert trajectory file (from --experts-only, same input) [default: <input>.experts/<key>.h5, trained when absent].", rich_help_panel="MTT"),
+    experts_only: Optional[bool] = typer.Option(None, "--experts-only", help="MTT: train (or find) the expert trajectories and stop; distil later, elsewhere, with --experts.", rich_help_panel="MTT"),
+    unroll: Optional[str] = typer.Option(None, "--unroll", help="MTT: walk (the exact gradient, one student step's graph at a time: memory flat in --syn-steps) | full (every step's graph at once, as the reference) [default: walk].", rich_help_panel="MTT"),
     device: Optional[str] = DeviceOpt,
     seed: Optional[int] = SeedOpt,
     overwrite: Optional[bool] = OverwriteOpt,
@@ -266,6 +305,10 @@ def distill(
 ) -> None:
     """Distil a real data set into a few images per class (DC, DSA, DM) or pick a coreset.
 
+    With --dp-epsilon E (and --method dm) the set is (E, delta)-differentially private per
+    patient (or image) of the train split: DM matches statistics released once with Gaussian noise
+    (docs/distill.md).
+
     Examples:
 
       medcondense distill --method dsa --ipc 10         # data.h5 -> syn_dsa_ipc10.h5
@@ -273,6 +316,9 @@ def distill(
       medcondense distill data.h5 --method dm --ipc 50 --preset paper --device cuda -o syn.h5
 
       medcondense distill data.h5 --method herding --ipc 10
+
+      medcondense distill data.h5 --method mtt --ipc 1 --preset medmnist   # experts built and cached first
+      medcondense distill data.h5 --method dm --ipc 10 --dp-epsilon 8 --dp-delta 1e-5 -o syn_dp.h5
     """
     from medcondense.config import default_data_path, default_syn_name
 
@@ -283,12 +329,17 @@ def distill(
         inner_loop=inner_loop, lr_img=lr_img, batch_real=batch_real, init=init,
         aug=_split_list(aug), batch_classes=batch_classes, amp=amp, compile=compile_,
         checkpoint_every=checkpoint_every, resume=resume, deterministic=deterministic,
-        device=device, seed=seed, overwrite=overwrite,
+        syn_steps=syn_steps, expert_epochs=expert_epochs, max_start_epoch=max_start_epoch, lr_lr=lr_lr,
+        lr_teacher=lr_teacher, batch_syn=batch_syn, num_experts=num_experts, train_epochs=train_epochs,
+        experts=str(experts) if experts else None, experts_only=experts_only, unroll=unroll,
+        device=device, seed=seed, overwrite=overwrite, dp_epsilon=dp_epsilon, dp_delta=dp_delta, dp_clip=dp_clip,
+        dp_unit=dp_unit, dp_queries=dp_queries, dp_accountant=dp_accountant,
     ))
     if cfg.input is None:
         cfg.input = str(default_data_path(str(workdir) if workdir else None))
     if cfg.output is None:
-        cfg.output = str(Path(cfg.input).parent / default_syn_name(cfg.method, cfg.ipc))
+        name = "dm_dp" if cfg.dp_epsilon is not None and cfg.method == "dm" else cfg.method
+        cfg.output = str(Path(cfg.input).parent / default_syn_name(name, cfg.ipc))
     _run_stage("medcondense.distill.pipeline", cfg, as_json=as_json, quiet=quiet, verbose=verbose)
 
 
@@ -296,13 +347,16 @@ def distill(
 @app.command()
 def evaluate(
     inputs: List[Path] = typer.Argument(..., help="Synthetic (or subset, or real) sets to judge; several give one report and a plot."),
-    real: Optional[Path] = typer.Option(None, "--real", help="Real data set whose test split is the judge [default: <workdir>/data.h5]."),
+    real: Optional[List[Path]] = typer.Option(None, "--real", help="Real data set whose test split is the judge [default: <workdir>/data.h5]. Repeat it for cross-site evaluation: every net is tested at every site (per site, mean of sites, pooled)."),
     models: Optional[int] = typer.Option(None, "--models", help="Fresh networks trained per set [default: 5; reference: 20]."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs [default: 300, or 1000 with --train-aug dsa]."),
     arch: Optional[str] = typer.Option(None, "--arch", help="convnet | resnet18 | mlp [default: convnet]."),
-    train_aug: Optional[str] = typer.Option(None, "--train-aug", help="none | dsa augmentation while training [default: none]."),
+    train_aug: Optional[str] = typer.Option(None, "--train-aug", help="none | dsa augmentation while training [default: none; an MTT set trains with dsa]."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="SGD learning rate of the trained nets [default: 0.01; an MTT set trains at its learned_lr]."),
     baselines: Optional[str] = typer.Option(None, "--baselines", help="Comma list of random,full (cached by content hash) or none [default: random,full]."),
-    test_site: Optional[str] = typer.Option(None, "--test-site", help="Test only on images of this site (cross-site evaluation)."),
+    test_site: Optional[str] = typer.Option(None, "--test-site", help="Test only on images of this site of the --real file."),
+    per_site: Optional[bool] = typer.Option(None, "--per-site/--no-per-site", help="The --real file holds several sites (a merge): test at each site and report per site, mean of sites and pooled, with each site's baselines."),
+    allow_mismatch: Optional[bool] = typer.Option(None, "--allow-mismatch", help="Evaluate sets whose class names or intensity space differ from the real set's (a warning instead of exit 2)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the report JSON here."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write an accuracy-vs-IPC PNG here [default: beside -o when several sets]."),
     device: Optional[str] = DeviceOpt,
@@ -322,15 +376,17 @@ def evaluate(
       medcondense evaluate syn_dsa_ipc10.h5                # against ./data.h5
 
       medcondense evaluate syn_*.h5 --real data.h5 -o report.json --models 10
+
+      medcondense evaluate syn_ab.h5 syn_a.h5 --real a.h5 --real b.h5 -o sites.json   # cross-site
     """
     from medcondense.config import default_data_path
 
     cfg = _config_or_exit(lambda: build_config(
         EvaluateConfig, **_common(config, sets),
-        inputs=[str(p) for p in inputs], real=str(real) if real else None, models=models,
-        epochs=epochs, arch=arch, train_aug=train_aug,
+        inputs=list(inputs), real=[str(p) for p in real] if real else None, models=models,
+        epochs=epochs, arch=arch, train_aug=train_aug, lr=lr,
         baselines=_split_list(baselines.replace("none", "")) if baselines is not None else None,
-        test_site=test_site, output=str(output) if output else None,
+        test_site=test_site, per_site=per_site, allow_mismatch=allow_mismatch, output=str(output) if output else None,
         plot=str(plot) if plot else None, device=device, seed=seed, overwrite=overwrite,
     ))
     if cfg.real is None:
@@ -343,13 +399,22 @@ def evaluate(
 def score(
     data: Optional[Path] = typer.Argument(None, help="Real data set [default: <workdir>/data.h5]."),
     syn: Optional[Path] = typer.Argument(None, help="A distilled set: adds distance, coverage and the privacy audit."),
-    ipc: Optional[str] = typer.Option(None, "--ipc", help="Target IPCs for the indicator, comma-separated [default: 1,10,50]."),
+    ipc: Optional[str] = typer.Option(None, "--ipc", help="Target IPCs for the indicator, comma-separated [default: 1,10,50; none when SYN is given]."),
     repeats: Optional[int] = typer.Option(None, "--repeats", help="Random subsets per IPC for the indicator [default: 3]."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs for the indicator [default: 300]."),
     ssim_threshold: Optional[float] = typer.Option(None, "--ssim-threshold", help="Near-copy if SSIM to a real training image >= this [default: 0.95]."),
     cosine_threshold: Optional[float] = typer.Option(None, "--cosine-threshold", help="Near-copy if embedding cosine >= this [default: 0.98]."),
+    per_site: Optional[bool] = typer.Option(None, "--per-site/--no-per-site", help="The real file holds several sites (a merge): also the indicator and the privacy audit per site."),
     fail_on_copies: Optional[bool] = typer.Option(None, "--fail-on-copies/--no-fail-on-copies", help="Exit 5 when near-copies are found (for pipelines that must not share them)."),
+    allow_mismatch: Optional[bool] = typer.Option(None, "--allow-mismatch", help="Score a set made from another real set, or in another class naming or intensity space (a warning instead of exit 2; the privacy audit then compares with a set the images did not come from)."),
     pairs_dir: Optional[Path] = typer.Option(None, "--pairs-dir", help="Save each flagged synthetic/real pair as a PNG here."),
+    mia: Optional[bool] = typer.Option(None, "--mia/--no-mia", help="Membership inference: add the loss attack (models trained on the set) to the set-distance attack that always runs with SYN."),
+    mia_models: Optional[int] = typer.Option(None, "--mia-models", help="Models trained on each artefact for the loss attack [default: 2]."),
+    mia_shadows: Optional[int] = typer.Option(None, "--mia-shadows", help="LiRA with N shadow distillations (even, >= 4; costly) [default: 0 = off]."),
+    mia_nonmembers: Optional[str] = typer.Option(None, "--mia-nonmembers", help="Non-member splits: val | test | val,test [default: val,test]."),
+    mia_unit: Optional[str] = typer.Option(None, "--mia-unit", help="patient | image [default: patient when the file records patients]."),
+    max_mia_auc: Optional[float] = typer.Option(None, "--max-mia-auc", help="Exit 5 when an attack's AUC on SYN exceeds this."),
+    max_mia_tpr: Optional[float] = typer.Option(None, "--max-mia-tpr", help="Exit 5 when an attack's TPR at 1% FPR on SYN exceeds this."),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="Predictor calibration JSON [default: the shipped one]."),
     calibrate: Optional[List[Path]] = typer.Option(None, "--calibrate", help="Refit the predictor from these benchmark result JSONs and write it to -o."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the score JSON (or, with --calibrate, the calibration) here."),
@@ -369,6 +434,8 @@ def score(
       medcondense score                                   # indicator + proxies for ./data.h5
 
       medcondense score data.h5 syn_dsa_ipc10.h5 --fail-on-copies
+
+      medcondense score data.h5 syn_dm_ipc10.h5 --mia --max-mia-tpr 0.05   # membership inference gate
     """
     from medcondense.config import default_data_path
 
@@ -376,15 +443,55 @@ def score(
         ScoreConfig, **_common(config, sets),
         data=str(data) if data else None, syn=str(syn) if syn else None,
         ipc=_split_list(ipc), repeats=repeats, epochs=epochs, ssim_threshold=ssim_threshold,
-        cosine_threshold=cosine_threshold, fail_on_copies=fail_on_copies,
+        cosine_threshold=cosine_threshold, fail_on_copies=fail_on_copies, per_site=per_site, allow_mismatch=allow_mismatch,
         pairs_dir=str(pairs_dir) if pairs_dir else None,
         calibration=str(calibration) if calibration else None,
         calibrate=[str(p) for p in calibrate] if calibrate else None,
-        output=str(output) if output else None, device=device, seed=seed,
+        output=str(output) if output else None, device=device, seed=seed, mia=mia, mia_models=mia_models,
+        mia_shadows=mia_shadows, mia_nonmembers=_split_list(mia_nonmembers), mia_unit=mia_unit,
+        max_mia_auc=max_mia_auc, max_mia_tpr=max_mia_tpr,
     ))
     if cfg.data is None:
         cfg.data = str(default_data_path(str(workdir) if workdir else None))
     _run_stage("medcondense.score.pipeline", cfg, as_json=as_json, quiet=quiet, verbose=verbose)
+
+
+# merge ----------------------------------------------------------------------------------------
+@app.command()
+def merge(
+    inputs: List[Path] = typer.Argument(..., help="Two or more medcondense sets (one per site), all synthetic or all real."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="The merged HDF5 (required)."),
+    site_names: Optional[str] = typer.Option(None, "--site-names", help="Comma list, one site name per input [default: each part's recorded site, else its file name]."),
+    allow_mixed: Optional[bool] = typer.Option(None, "--allow-mixed/--no-allow-mixed", help="Allow synthetic with real images; the output's kind is then 'mixed' and counts as real everywhere."),
+    overwrite: Optional[bool] = OverwriteOpt,
+    config: Optional[List[Path]] = ConfigOpt,
+    sets: Optional[List[str]] = SetOpt,
+    as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+    verbose: int = VerboseOpt,
+) -> None:
+    """Merge several sites' sets into one: classes aligned by name, intensities in one space.
+
+    Checks image size, channels, spacing, axis and window; maps zscore/window parts into the first
+    part's intensity space (ct parts only with equal clip bounds), refusing with the reason
+    otherwise. Every image keeps its site (meta/site); every part's content hash and provenance
+    are recorded. synthetic + synthetic -> synthetic, real + real -> real (the pooled baseline);
+    any other mix is exit 2 unless --allow-mixed.
+
+    Examples:
+
+      medcondense merge syn_a.h5 syn_b.h5 -o syn_ab.h5
+
+      medcondense merge a.h5 b.h5 --site-names hospital_a,hospital_b -o pooled.h5 --json
+    """
+    from medcondense.config import MergeConfig
+
+    cfg = _config_or_exit(lambda: build_config(
+        MergeConfig, **_common(config, sets),
+        inputs=[str(p) for p in inputs], output=str(output) if output else None,
+        site_names=_split_list(site_names), allow_mixed=allow_mixed, overwrite=overwrite,
+    ))
+    _run_stage("medcondense.merge.pipeline", cfg, as_json=as_json, quiet=quiet, verbose=verbose)
 
 
 # export ---------------------------------------------------------------------------------------
@@ -392,7 +499,7 @@ def score(
 def export(
     data: Path = typer.Argument(..., help="A medcondense HDF5 (synthetic, subset or real)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output folder [default: <input name>_export beside the input]."),
-    formats: Optional[str] = typer.Option(None, "--format", help="png | nifti | dicom | npz | card | all, comma-separated [default: png]."),
+    formats: Optional[str] = typer.Option(None, "--format", help="png | nifti | dicom | npz | card | protocol | all (all but protocol), comma-separated [default: png]."),
     stack: Optional[bool] = typer.Option(None, "--stack/--no-stack", help="NIfTI: one stack per class instead of one file per image."),
     uid_root: Optional[str] = typer.Option(None, "--uid-root", help="DICOM UID root for the fresh UIDs [default: pydicom's]."),
     report: Optional[List[Path]] = typer.Option(None, "--report", help="An evaluate or score JSON whose numbers go into the data card (repeatable)."),
@@ -409,9 +516,10 @@ def export(
 
     Formats: png (per image + class grid), nifti (modality values, affine from the spacing),
     dicom (Secondary Capture, one series per class, no patient data, values restored to the
-    ingest window), npz (MedMNIST keys train/val/test_images/_labels), card (CARD.md + card.json).
-    The output folder is written whole or not at all. Real images (kind real or subset) are never
-    called synthetic, and DICOM of them needs --allow-real.
+    ingest window), npz (MedMNIST keys train/val/test_images/_labels), card (CARD.md + card.json),
+    protocol (protocol.yaml: the settings and class names other sites pass to ingest --protocol).
+    The output folder is written whole or not at all. Real images (kind real, subset or mixed) are
+    never called synthetic, and DICOM of them needs --allow-real.
 
     Examples:
 

@@ -39,6 +39,8 @@ class IngestConfig:
     mask_suffix: str | None = None
     labels_csv: str | None = None
     label_tag: str | None = None
+    allow_identifying_label_tag: bool = False
+    allow_burned_in: bool = False
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     site: str | None = None
     modality: str | None = None
@@ -47,8 +49,13 @@ class IngestConfig:
     workers: int = 1
     on_error: str = "skip"
     rejects: str | None = None
+    protocol: str | None = None  # a set or protocol YAML pinning the image-shaping settings
     seed: int = 0
     overwrite: bool = False
+    # DICOMweb inputs (medcondense.ingest.dicomweb)
+    studies: list[str] = field(default_factory=list)
+    query: str | None = None
+    cache: str | None = None
 
 
 @dataclass
@@ -66,7 +73,7 @@ class DistillConfig:
     lr_img: float | None = None
     lr_net: float = 0.01
     batch_real: int | None = None  # None: from --preset (quick 64, paper 256 = the reference)
-    init: str = "real"
+    init: str | None = None  # None: real, or noise with --dp-epsilon
     aug: list[str] | None = None
     device: str = "auto"
     seed: int = 0
@@ -77,6 +84,25 @@ class DistillConfig:
     checkpoint_every: int = 50
     resume: bool = False
     overwrite: bool = False
+    # differential privacy (DP-DM, docs/distill.md): off unless dp_epsilon is set
+    dp_epsilon: float | None = None
+    dp_delta: float | None = None  # None: 1e-5
+    dp_clip: float = 1.0
+    dp_unit: str = "patient"
+    dp_queries: int = 50
+    dp_accountant: str = "rdp"
+    # MTT (--method mtt) only; None: from --preset and the per-IPC table (docs/distill.md)
+    syn_steps: int | None = None
+    expert_epochs: int | None = None
+    max_start_epoch: int | None = None
+    lr_lr: float | None = None
+    lr_teacher: float | None = None
+    batch_syn: int | None = None  # None: all synthetic images in every student step
+    num_experts: int | None = None
+    train_epochs: int | None = None
+    experts: str | None = None  # an expert trajectory file; None: <input>.experts/<key>.h5, built when absent
+    experts_only: bool = False
+    unroll: str | None = None  # walk (default) | full
 
 
 @dataclass
@@ -84,20 +110,22 @@ class EvaluateConfig:
     """Options of ``medcondense evaluate``."""
 
     inputs: list[str] = field(default_factory=list)
-    real: str | None = None
+    real: str | list[str] | None = None  # several files: cross-site evaluation (one site each)
     models: int = 5
     epochs: int | None = None
     arch: str = "convnet"
-    train_aug: str = "none"
+    train_aug: str | None = None  # None: "none", but an MTT set (learned_lr) trains with "dsa"
     baselines: list[str] = field(default_factory=lambda: ["random", "full"])
     test_site: str | None = None
-    lr: float = 0.01
+    per_site: bool = False  # one real file holding several sites: test at each (cross-site)
+    lr: float | None = None  # None: 0.01, but an MTT set trains at its learned_lr
     batch_size: int = 256
     full_steps: int = 1000  # SGD-step budget of the full-train-split baseline (see docs/evaluate.md)
     device: str = "auto"
     seed: int = 0
     output: str | None = None
     plot: str | None = None
+    allow_mismatch: bool = False
     overwrite: bool = False
 
 
@@ -107,7 +135,7 @@ class ScoreConfig:
 
     data: str | None = None
     syn: str | None = None
-    ipc: list[int] = field(default_factory=lambda: [1, 10, 50])
+    ipc: list[int] | None = None  # None: 1,10,50 before distilling; none when a synthetic file is given
     repeats: int = 3
     epochs: int = 300
     device: str = "auto"
@@ -121,8 +149,32 @@ class ScoreConfig:
     output: str | None = None
     full_steps: int = 1000  # as evaluate.full_steps, so both stages share one cached full baseline
     embed_nets: int = 3
+    per_site: bool = False  # also the indicator and privacy audit per recorded site
     max_per_class: int = 500
     ssim_topk: int = 8
+    # membership inference (docs/score.md); set_distance runs whenever syn is given
+    mia: bool = False
+    mia_models: int = 2
+    mia_shadows: int = 0
+    mia_nonmembers: list[str] = field(default_factory=lambda: ["val", "test"])
+    mia_unit: str = "auto"
+    mia_epochs: int | None = None  # None: epochs
+    mia_train_aug: str = "none"
+    mia_bootstrap: int = 1000
+    max_mia_auc: float | None = None
+    max_mia_tpr: float | None = None
+    allow_mismatch: bool = False
+
+
+@dataclass
+class MergeConfig:
+    """Options of ``medcondense merge``."""
+
+    inputs: list[str] = field(default_factory=list)
+    output: str | None = None
+    site_names: list[str] = field(default_factory=list)
+    allow_mixed: bool = False
+    overwrite: bool = False
 
 
 @dataclass
@@ -146,6 +198,7 @@ SECTIONS: dict[str, type] = {
     "evaluate": EvaluateConfig,
     "score": ScoreConfig,
     "export": ExportConfig,
+    "merge": MergeConfig,
 }
 
 C = TypeVar("C")
@@ -276,6 +329,22 @@ def build_config(
                 )
             values[name] = _coerce(cls, name, value, getattr(defaults, name))
     return dataclasses.replace(defaults, **values)  # type: ignore[type-var]
+
+
+def explicit_options(
+    cls: type,
+    *,
+    config_files: Iterable[str | Path] = (),
+    set_options: Iterable[str] = (),
+    **cli_values: Any,
+) -> set[str]:
+    """The option names a user gave in any layer (YAML, ``--set`` or the command line), as opposed
+    to those left at their defaults; ``ingest --protocol`` refuses given options that contradict it."""
+    section = next(name for name, klass in SECTIONS.items() if klass is cls)
+    names = set(load_yaml_files(config_files).get(section, {}))
+    names |= set(parse_set_options(set_options).get(section, {}))
+    names |= {k for k, v in cli_values.items() if v is not None}
+    return names
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -85,6 +85,12 @@ def mark_final(path: str | Path | None) -> None:
     _state["depth"] = 0
 
 
+def hold() -> None:
+    """Record signals from now to :func:`finish` (the stage's work is complete)."""
+    _state["depth"] += 1
+    _state["held"] = True
+
+
 def finish() -> int | None:
     """End of a stage: release a held deferral and return the signal that arrived meanwhile."""
     signum = _state["pending"]

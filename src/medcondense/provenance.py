@@ -15,9 +15,11 @@ from typing import Any, Iterable
 from medcondense import __version__
 
 
-def redact_argv(argv: Iterable[str], paths: Iterable[str | Path]) -> list[str]:
-    """Replace every given path (and any argument containing it) by ``<inputN>`` / ``<outputN>``."""
-    replacements: list[tuple[str, str]] = []
+def redact_argv(argv: Iterable[str], paths: Iterable[str | Path],
+                identifiers: Iterable[tuple[str, str]] = ()) -> list[str]:
+    """Replace every given path (and any argument containing it) by ``<pathN>``, and every
+    identifier (e.g. a study UID) by its placeholder."""
+    replacements: list[tuple[str, str]] = [(value, placeholder) for value, placeholder in identifiers]
     for i, p in enumerate(paths, 1):
         for form in {str(p), str(Path(p)), str(Path(p).resolve())}:
             replacements.append((form.rstrip("/"), f"<path{i}>"))
@@ -54,14 +56,19 @@ def make_provenance(
     device: str | None = None,
     started: float | None = None,
     extra: dict[str, Any] | None = None,
+    identifiers: Iterable[tuple[str, str]] = (),
 ) -> dict[str, Any]:
-    """The provenance dict stored as the ``provenance`` attribute of an output file."""
-    paths = list(paths)
+    """The provenance dict stored as the ``provenance`` attribute of an output file.
+
+    ``paths`` become ``<pathN>`` and each ``(value, placeholder)`` of ``identifiers`` its
+    placeholder, in the command line and in the config.
+    """
+    paths, identifiers = list(paths), list(identifiers)
     record: dict[str, Any] = {
         "stage": stage,
         "tool_version": __version__,
-        "command_line": redact_argv(sys.argv, paths),
-        "config": _redact_config(config, paths),
+        "command_line": redact_argv(sys.argv, paths, identifiers),
+        "config": _redact_config(config, paths, identifiers),
         "input_hash": input_hash,
         "seed": seed,
         "device": device,
@@ -75,10 +82,11 @@ def make_provenance(
     return record
 
 
-def _redact_config(config: dict[str, Any], paths: list[str | Path]) -> dict[str, Any]:
+def _redact_config(config: dict[str, Any], paths: list[str | Path],
+                   identifiers: list[tuple[str, str]] = ()) -> dict[str, Any]:  # type: ignore[assignment]
     def clean(value: Any) -> Any:
         if isinstance(value, str):
-            return redact_argv([value], paths)[0]
+            return redact_argv([value], paths, identifiers)[0]
         if isinstance(value, (list, tuple)):
             return [clean(v) for v in value]
         if isinstance(value, dict):

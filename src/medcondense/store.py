@@ -27,12 +27,24 @@ import numpy as np
 
 from medcondense import interrupts
 from medcondense.atomic import atomic_path
-from medcondense.errors import ConfigError, StoreError
+from medcondense.errors import ConfigError, RuntimeFailure, StoreError
 
 SCHEMA_NAME = "medcondense"
-SCHEMA_VERSION = 1
-SCHEMA = f"{SCHEMA_NAME}/{SCHEMA_VERSION}"
-KINDS = ("real", "synthetic", "subset")
+# Files are written as schema 1 unless they use a feature a schema-1 reader would misread (see
+# :func:`schema_for`); this version reads both. docs/format.md lists what schema 2 adds.
+SCHEMA_VERSION = 2
+SCHEMA = f"{SCHEMA_NAME}/1"
+SCHEMA_V2 = f"{SCHEMA_NAME}/2"
+#: expert trajectories for MTT (distill/experts.py): networks trained on real data, never an image set
+EXPERTS_SCHEMA = "medcondense-experts/1"
+KINDS = ("real", "synthetic", "subset", "mixed")
+# Kinds and root attributes that only schema 2 knows. ``mixed`` (a merge of synthetic and real
+# images, made only with ``merge --allow-mixed``) must count as real everywhere; a schema-1 reader
+# would not know it. #8 (privacy) and #14 (factorised images) add their features here.
+V2_KINDS = ("mixed",)
+V2_ATTRS: tuple[str, ...] = ("dp",)
+# Kinds that hold real patient images (DICOM export needs --allow-real, distill refuses mixed).
+REAL_KINDS = ("real", "subset", "mixed")
 SPLIT_TRAIN, SPLIT_VAL, SPLIT_TEST = 0, 1, 2
 SPLIT_NAMES = {SPLIT_TRAIN: "train", SPLIT_VAL: "val", SPLIT_TEST: "test"}
 
@@ -177,6 +189,14 @@ def hash_files(paths: list[Path], extra: Any = None) -> str:
 # --------------------------------------------------------------------------- writing
 
 
+def schema_for(image_set: ImageSet) -> str:
+    """``medcondense/2`` when the set uses a schema-2 feature (kind ``mixed``, a :data:`V2_ATTRS`
+    attribute), else ``medcondense/1``, so files older readers understand stay readable by them."""
+    if image_set.kind in V2_KINDS or any(name in image_set.attrs for name in V2_ATTRS):
+        return SCHEMA_V2
+    return SCHEMA
+
+
 def _encode_attr(name: str, value: Any) -> Any:
     if name in PLAIN_ATTRS:
         return "" if value is None else str(value)
@@ -240,6 +260,7 @@ def write(path: str | Path, image_set: ImageSet, *, overwrite: bool = False) -> 
         raise ConfigError("output exists; pass --overwrite to replace it", path=path)
     image_set = canonical(image_set)
     _check_consistent(image_set, path)
+    _check_finite(image_set, path)
     digest = content_hash(image_set)
     with interrupts.deferred():
         # h5py swallows an exception raised inside its own calls ("Exception ignored"), so a
@@ -248,6 +269,14 @@ def write(path: str | Path, image_set: ImageSet, *, overwrite: bool = False) -> 
     with atomic_path(path, expected_bytes=len(image)) as tmp:
         _write_bytes(tmp, image)
     return digest
+
+
+def _check_finite(image_set: ImageSet, path: str | Path) -> None:
+    """Never write a set holding NaN/Inf images: every later stage would refuse it."""
+    bad = image_set.images.size - int(np.count_nonzero(np.isfinite(image_set.images)))
+    if bad:
+        raise RuntimeFailure(f"{bad} image value(s) are NaN or Inf; nothing written", path=path,
+                             hint="a bug upstream: rerun with -v and report it")
 
 
 def _file_image(image_set: ImageSet, digest: str) -> bytes:
@@ -265,7 +294,7 @@ def _file_image(image_set: ImageSet, digest: str) -> bytes:
         _write_arrays(f, image_set)
         attrs = dict(image_set.attrs)
         attrs.update(
-            schema=SCHEMA,
+            schema=schema_for(image_set),
             kind=image_set.kind,
             class_names=list(image_set.class_names),
             content_hash=digest,
@@ -347,6 +376,11 @@ def _decode_attrs(raw: Any, path: str | Path) -> dict[str, Any]:
 
 def _check_schema(attrs: dict[str, Any], path: str | Path) -> None:
     schema = attrs.get("schema")
+    if schema == EXPERTS_SCHEMA:
+        raise StoreError(
+            "this is an MTT expert trajectory file (networks trained on the real data), not an image set; "
+            "it stays with the real data and is never evaluated, exported or merged", path=path,
+        )
     if not isinstance(schema, str) or not schema.startswith(SCHEMA_NAME + "/"):
         raise StoreError("not a medcondense file (no 'schema' attribute); run `medcondense ingest` first", path=path)
     try:
@@ -355,7 +389,7 @@ def _check_schema(attrs: dict[str, Any], path: str | Path) -> None:
         raise StoreError(f"unreadable schema {schema!r}", path=path) from None
     if version > SCHEMA_VERSION:
         raise StoreError(
-            f"written by a newer medcondense (schema {schema}); this version reads {SCHEMA}",
+            f"written by a newer medcondense (schema {schema}); this version reads up to {SCHEMA_V2}",
             path=path, hint="upgrade medcondense",
         )
 
@@ -371,11 +405,12 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
     return attrs
 
 
-def read(path: str | Path, *, validate_content: bool = True, verify_hash: bool = False) -> ImageSet:
+def read(path: str | Path, *, validate_content: bool = True, verify_hash: bool = True) -> ImageSet:
     """Load a medcondense file into memory, validating it first.
 
-    ``verify_hash`` also recomputes the content hash and compares it with the stored one (what
-    :func:`validate` does; export uses it before anything leaves the building).
+    ``verify_hash`` (default: on, so every stage checks what it reads) recomputes the content
+    hash and compares it with the stored one: altered pixels, labels or attributes are exit 3.
+    A damaged chunk (h5py cannot decompress it) is exit 3 too.
 
     Raises
     ------
@@ -386,15 +421,19 @@ def read(path: str | Path, *, validate_content: bool = True, verify_hash: bool =
         attrs = _decode_attrs(f.attrs, path)
         _check_schema(attrs, path)
         _validate_open_file(f, attrs, path)
-        images = f["images"][()].astype(np.float32, copy=False)
-        labels = f["labels"][()].astype(np.int64, copy=False)
-        split = f["split"][()].astype(np.uint8, copy=False)
-        meta = {}
-        for name, ds in f["meta"].items():
-            values = ds[()]
-            if ds.dtype.kind == "O" or h5_is_string(ds):
-                values = np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values], dtype=object)
-            meta[name] = values
+        try:
+            images = f["images"][()].astype(np.float32, copy=False)
+            labels = f["labels"][()].astype(np.int64, copy=False)
+            split = f["split"][()].astype(np.uint8, copy=False)
+            meta = {}
+            for name, ds in f["meta"].items():
+                values = ds[()]
+                if ds.dtype.kind == "O" or h5_is_string(ds):
+                    values = np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values], dtype=object)
+                meta[name] = values
+        except (OSError, RuntimeError, UnicodeDecodeError) as exc:  # h5py: a chunk that does not decompress
+            raise StoreError(f"damaged: a part of the file cannot be read ({type(exc).__name__}); "
+                             "copy it again from its source", path=path) from None
     if validate_content and images.size and not np.isfinite(images).all():
         raise StoreError("images contain NaN or Inf values", path=path)
     class_names = list(attrs.pop("class_names"))

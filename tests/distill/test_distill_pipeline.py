@@ -102,13 +102,36 @@ def test_ipc_larger_than_a_class_is_refused_naming_the_class(tmp_path):
     assert not (tmp_path / "syn.h5").exists()
 
 
-def test_a_class_without_train_images_is_refused(tmp_path):
+@pytest.mark.parametrize("method", ["dm", "random"])
+def test_a_class_without_train_images_is_kept_with_no_images(method, tmp_path, caplog):
+    # New rule (#13, sites): a class a site has no train images of (kept by a shared protocol, so
+    # the sites' files merge) stays in the class list and gets no images; it used to be refused.
     from blob_data import make_blob_set
 
     image_set = make_blob_set()
+    image_set.attrs["sites"] = ["a"]
     keep = ~((image_set.labels == 2) & (image_set.split == store.SPLIT_TRAIN))
     store.write(tmp_path / "data.h5", image_set.select(keep))
-    with pytest.raises(ConfigError, match="class2 have no train images"):
+    with caplog.at_level("WARNING", logger="medcondense"):
+        pipeline.run(fast_config(tmp_path / "data.h5", tmp_path / "syn.h5", method, ipc=2))
+    assert any("class2 have no train images" in r.getMessage() for r in caplog.records)
+    out = store.read(tmp_path / "syn.h5")
+    assert out.class_names == image_set.class_names
+    assert sorted(set(out.labels.tolist())) == [0, 1, 3] and np.bincount(out.labels).tolist() == [2, 2, 0, 2]
+    assert out.attrs["sites"] == ["a"]
+    if method == "random":  # the coreset's images are the real train images of the class its label names
+        real = store.read(tmp_path / "data.h5")
+        for img, label in zip(out.images, out.labels):
+            match = np.flatnonzero((real.images == img).all(axis=(1, 2, 3)))
+            assert real.labels[match[0]] == label
+
+
+def test_a_set_without_train_images_is_refused(tmp_path):
+    from blob_data import make_blob_set
+
+    image_set = make_blob_set()
+    store.write(tmp_path / "data.h5", image_set.select(image_set.split != store.SPLIT_TRAIN))
+    with pytest.raises(ConfigError, match="no train images"):
         pipeline.run(fast_config(tmp_path / "data.h5", tmp_path / "syn.h5", "dm"))
 
 
@@ -121,8 +144,8 @@ def test_missing_input_is_a_store_error(tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(method="mtt"), "dc, dsa, dm, random, herding, kcenter"),
-        (dict(preset="fast"), "quick, paper"),
+        (dict(method="tesla"), "dc, dsa, dm, mtt, random, herding, kcenter"),
+        (dict(preset="fast"), "quick, paper, medmnist"),
         (dict(init="zeros"), "real, noise"),
         (dict(aug=["color", "warp"]), "valid ones are color, crop, cutout, flip, scale, rotate"),
         (dict(batch_classes="maybe"), "auto, on, off"),

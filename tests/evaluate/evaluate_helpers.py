@@ -10,7 +10,7 @@ from medcondense import store
 from medcondense.config import EvaluateConfig
 
 REPORT_KEYS = {"real", "protocol", "results", "output", "plot", "run_key", "provenance"}
-RESULT_KEYS = {"file", "kind", "method", "ipc", "train_images", "content_hash", "metrics", "baselines", "recovery"}
+RESULT_KEYS = {"file", "kind", "method", "ipc", "train_images", "content_hash", "metrics", "baselines", "recovery", "protocol"}
 
 
 def make_synthetic(real: store.ImageSet, per_class: int, *, method: str = "dm", shuffle_labels: bool = False) -> store.ImageSet:

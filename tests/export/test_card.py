@@ -79,3 +79,36 @@ def test_long_lists_of_records_are_summarised() -> None:
     assert rows["privacy.images[*].ssim.max"] == 0.9
     assert rows["privacy.images[*].ssim.mean"] == 0.45
     assert not any("[3]" in key for key in rows)
+
+
+MIA_BLOCK = {"auc": 0.71, "auc_ci": [0.65, 0.77], "tpr_at_1pct_fpr": 0.3, "tpr_at_1pct_fpr_ci": [0.2, 0.4],
+             "tpr_at_0.1pct_fpr": None, "advantage": 0.35, "members": 96, "nonmembers": 64, "fpr_floor": 0.0156,
+             "seconds": 1.5, "by_space": {"pixel": {"auc": 0.71}}}
+MIA_REPORT = {"syn": {"privacy": {
+    "near_copies": 0,
+    "mia": {"set_distance": {"synthetic": MIA_BLOCK, "noise": {**MIA_BLOCK, "auc": 0.5}}},
+    "mia_game": {"members": 96, "nonmembers": 64, "unit": "image"},
+    "mia_exchangeable": {"exchangeable": True},
+}}}
+
+
+def test_card_copies_only_the_membership_numbers_and_says_there_is_no_dp(syn_h5: Path, tmp_path: Path) -> None:
+    (tmp_path / "score.json").write_text(json.dumps(MIA_REPORT))
+    data = export_card(syn_h5, tmp_path / "out", [tmp_path / "score.json"])
+    block = data["membership_inference"]["score.json"]["attacks"]["set_distance"]["synthetic"]
+    assert set(block) == {"auc", "auc_ci", "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_ci", "tpr_at_0.1pct_fpr",
+                          "advantage", "members", "nonmembers"}
+    assert not any(".mia" in key for rows in data["results"].values() for key in rows)
+    assert data["differential_privacy"]["guarantee"] is False
+    md = (tmp_path / "out" / "CARD.md").read_text()
+    assert "WITHOUT differential privacy" in md
+    assert "| set_distance | synthetic | 0.710 [0.650, 0.770] | 0.300 [0.200, 0.400] |" in md
+
+
+def test_card_shows_the_dp_guarantee_of_a_dp_file(syn_set, tmp_path: Path) -> None:
+    syn_set.attrs["dp"] = {"epsilon": 8.0, "delta": 1e-5, "epsilon_spent": 7.9, "noise_multiplier": 0.9, "clip": 1.0,
+                           "unit": "patient", "queries": 50, "accountant": "rdp", "opacus_version": "1.6.0"}
+    store.write(tmp_path / "dp.h5", syn_set)
+    data = export_card(tmp_path / "dp.h5", tmp_path / "out")
+    assert data["differential_privacy"]["guarantee"] is True and data["differential_privacy"]["epsilon"] == 8.0
+    assert "(8.0, 1e-05)-DP per patient" in (tmp_path / "out" / "CARD.md").read_text()

@@ -80,3 +80,20 @@ def test_summary_prints_the_headline_numbers(tmp_path: Path) -> None:
     missing = subprocess.run([sys.executable, str(PIPELINE / "summary.py"), str(tmp_path / "absent.json"), str(tmp_path / "s.json")],
                              capture_output=True, text=True)
     assert missing.returncode == 3 and "cannot read" in missing.stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_makefile_sites_target_runs_per_site_then_merge_then_cross_site_evaluate(tmp_path: Path) -> None:
+    result = subprocess.run(
+        ["make", "-n", "-f", str(PIPELINE / "Makefile"), f"WORK={tmp_path / 'w'}", "IPC=3", "sites",
+         "SITES=colin27 colin27_shifted"],
+        capture_output=True, text=True, check=True,
+    )
+    lines = result.stdout.splitlines()
+    first = {stage: next(i for i, line in enumerate(lines) if stage in line)
+             for stage in ("sites.py", "distill", "merge", "evaluate")}
+    assert list(first) == sorted(first, key=first.get)
+    assert sum("medcondense distill" in line for line in lines) == 2
+    assert "--sites colin27,colin27_shifted" in result.stdout
+    evaluate = next(line for line in lines if "medcondense evaluate" in line)
+    assert evaluate.count("--real") == 2 and "syn_merged_dm_ipc3.h5" in evaluate and "real_merged.h5" in evaluate

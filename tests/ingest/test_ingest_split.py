@@ -42,7 +42,10 @@ def test_csv_split_wins_and_conflicts_raise():
 
 
 def test_fractions_are_checked():
-    assert check_fractions([7, 1.5, 1.5]) == pytest.approx((0.7, 0.15, 0.15))
-    for bad in ([0, 0.5, 0.5], [0.5, 0.5], [0.8, -0.1, 0.3]):
+    # #18: fractions must now sum to 1 (within rounding); 7,1.5,1.5 used to be scaled silently
+    assert check_fractions([0.7, 0.15, 0.15]) == pytest.approx((0.7, 0.15, 0.15))
+    assert sum(check_fractions([0.33, 0.33, 0.33])) == pytest.approx(1.0)
+    for bad in ([0, 0.5, 0.5], [0.5, 0.5], [0.8, -0.1, 0.3], [7, 1.5, 1.5], [0.9, 0.9, 0.9],
+                [float("nan"), 0.5, 0.5], [float("inf"), 0, 0]):
         with pytest.raises(ConfigError):
             check_fractions(bad)

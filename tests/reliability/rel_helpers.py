@@ -54,6 +54,8 @@ def leftovers(folder: Path) -> list[str]:
     found = []
     for path in Path(folder).rglob("*"):
         name = path.name
+        if path.is_symlink():
+            continue  # links planted by a test; medcondense's temporaries are never links
         if name.endswith(".tmp") or name.endswith(".lock") or ".tmp-" in name or ".old-" in name:
             found.append(str(path))
     return sorted(found)

@@ -64,9 +64,10 @@ def test_full_disk_ingest_exits_1_with_no_space_left_and_leaves_nothing(full_dis
 
 
 def test_full_disk_distill_exits_1_with_no_space_left_and_leaves_nothing(full_disk: Path, real_h5: Path) -> None:
+    # in-process (torch is loaded already); the subprocess test above covers "never a segfault"
     out = full_disk / "syn.h5"
-    result = run_cli("distill", real_h5, "-o", out, "--method", "dm", "--ipc", "20", "--iterations", "2", "--device", "cpu")
-    assert result.returncode == 1, result.stderr
+    result = CliRunner().invoke(app, ["distill", str(real_h5), "-o", str(out), "--method", "random", "--ipc", "20"])
+    assert result.exit_code == 1, result.output
     one_clean_line(result.stderr, f"no space left on {full_disk}")
     assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
 

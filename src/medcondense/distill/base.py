@@ -95,6 +95,24 @@ class DataSpec:
     num_classes: int
 
 
+@dataclass
+class PrepareContext:
+    """What :meth:`Method.prepare` may use: the real training data and where the run reads and writes.
+
+    ``images`` are the standardized real train images (on the run's device), ``labels`` their
+    classes; ``config`` is the stage config; ``progress(title, total)`` opens a progress bar.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    source_hash: str
+    class_names: list[str]
+    input: str
+    output: str
+    config: DistillConfig
+    progress: Callable[[str, int], Any] | None = None
+
+
 class Method(ABC):
     """One distillation method: resolves its settings, supplies the network and the loss.
 
@@ -138,6 +156,9 @@ class Method(ABC):
     #: why the method cannot be split (said in the exit-2 message under torchrun), e.g. MTT's
     #: "one trajectory couples all classes"
     class_shards_refusal: str = ""
+    #: whether the loss is a sum over classes, logged per class (as the reference logs DC/DM);
+    #: False: one loss for the whole set, logged as it is (MTT's trajectory distance)
+    loss_per_class: bool = True
 
     def __init__(self, hp: Hyperparameters, spec: DataSpec, device: torch.device):
         self.hp = hp
@@ -171,7 +192,7 @@ class Method(ABC):
             lr_img=float(config.lr_img if config.lr_img is not None else cls.default_lr_img),
             lr_net=float(config.lr_net),
             batch_real=batch_real,
-            init=config.init,
+            init=config.init or "real",  # None: the method's default (DP-DM: noise)
             aug=resolve_aug(config, cls.uses_augmentation, laterality),
             seed=config.seed,
             amp=amp,
@@ -248,6 +269,16 @@ class Method(ABC):
 
     def after_step(self, state: Any) -> None:
         """Called after every step of the images' optimizer (e.g. step an extra optimizer); default none."""
+
+    # -- around the loop --------------------------------------------------------------------
+    def prepare(self, context: PrepareContext) -> dict[str, Any]:
+        """Work on the real data before the loop, on fresh and resumed runs alike (MTT builds or
+        loads its expert trajectories); returns JSON-able facts for the stage's result. Default none."""
+        return {}
+
+    def output_attrs(self) -> dict[str, Any]:
+        """Root attributes the output records for this method (MTT: ``learned_lr``); default none."""
+        return {}
 
     def between_updates(self, state: Any, syn_images: torch.Tensor, syn_labels: torch.Tensor, generator: torch.Generator) -> None:
         """Work between two image updates of one iteration (DC/DSA train the network); default none."""
@@ -762,7 +793,8 @@ class Engine:
                 raise _Stop()
         elif images_bad:  # a finite loss can still blow up the images
             raise _NonFinite(it, float("nan"))
-        return total / (method.spec.num_classes * updates)
+        per = method.spec.num_classes if method.loss_per_class else 1
+        return total / (per * updates)
 
     def _loss_backward(self, it: int, state: Any, syn: torch.Tensor, generator: torch.Generator) -> float:
         """Draw the step's real batches and augmentation parameters (for every class), compute

@@ -11,6 +11,7 @@ written back in the input's units, so the synthetic file reads like the real one
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from medcondense.distill.base import (
     Hyperparameters,
     LoopState,
     Method,
+    PrepareContext,
     RealSampler,
     checkpoint_path_for,
     initial_state,
@@ -38,10 +40,22 @@ from medcondense.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-PRESETS = ("quick", "paper")
+PRESETS = ("quick", "paper", "medmnist")
+#: presets that only one method knows
+METHOD_PRESETS = {"medmnist": "mtt"}
+#: options only --method mtt reads (DistillConfig field -> option name)
+MTT_OPTIONS = {
+    "syn_steps": "--syn-steps", "expert_epochs": "--expert-epochs", "max_start_epoch": "--max-start-epoch",
+    "lr_lr": "--lr-lr", "lr_teacher": "--lr-teacher", "batch_syn": "--batch-syn", "num_experts": "--num-experts",
+    "train_epochs": "--train-epochs", "experts": "--experts", "unroll": "--unroll",
+}
 INITS = ("real", "noise")
 SWITCHES = ("auto", "on", "off")
 AMP_MODES = ("auto", "off", "bf16")
+#: the method table entry of DM with differential privacy (``--method dm --dp-epsilon E``)
+DP_METHOD = "dp-dm"
+#: attributes of the input a DP output must not carry (they are computed from the train images)
+DP_UNSAFE_ATTRS = ("preprocessing",)
 #: at most this many [iteration, loss] points go into the output's attributes (HDF5 attrs are small)
 MAX_CURVE_POINTS = 500
 
@@ -56,7 +70,16 @@ def check_options(config: DistillConfig) -> None:
         raise ConfigError(f"--method {config.method!r}: expected one of {', '.join(valid)}")
     if config.preset not in PRESETS:
         raise ConfigError(f"--preset {config.preset!r}: expected one of {', '.join(PRESETS)}")
-    if config.init not in INITS:
+    if METHOD_PRESETS.get(config.preset, config.method) != config.method:
+        raise ConfigError(f"--preset {config.preset} is for --method {METHOD_PRESETS[config.preset]} only "
+                          f"(the seed study's MTT values); use quick or paper with --method {config.method}")
+    if config.method != "mtt":
+        given = [option for name, option in MTT_OPTIONS.items() if getattr(config, name) is not None]
+        if config.experts_only:
+            given.append("--experts-only")
+        if given:
+            raise ConfigError(f"{', '.join(given)} apply to --method mtt only (not {config.method})")
+    if config.init is not None and config.init not in INITS:
         raise ConfigError(f"--init {config.init!r}: expected one of {', '.join(INITS)}")
     if config.batch_classes not in SWITCHES:
         raise ConfigError(f"--batch-classes {config.batch_classes!r}: expected one of {', '.join(SWITCHES)}")
@@ -73,8 +96,8 @@ def check_options(config: DistillConfig) -> None:
         if value is not None:
             _check_int(name, value, low)
     for name, value in (("--lr-img", config.lr_img), ("--lr-net", config.lr_net)):
-        if value is not None and not (isinstance(value, (int, float)) and value > 0):
-            raise ConfigError(f"{name} {value!r}: expected a positive number")
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ConfigError(f"{name} {value!r}: expected a positive finite number")
 
 
 def _check_int(name: str, value: Any, low: int) -> None:
@@ -87,7 +110,46 @@ def resolve_hyperparameters(config: DistillConfig, device: torch.device, lateral
 
     The method resolves them itself (:meth:`~medcondense.distill.base.Method.resolve`).
     """
-    return method_class(config.method).resolve(config, device, laterality)
+    return method_class(synthetic_method_name(config)).resolve(config, device, laterality)
+
+
+def synthetic_method_name(config: DistillConfig) -> str:
+    """The method table entry of a run: ``dp-dm`` for ``--method dm --dp-epsilon E``, else ``--method``."""
+    if config.dp_epsilon is None:
+        if config.method == DP_METHOD:
+            raise ConfigError(f"--method {DP_METHOD} needs --dp-epsilon (or use --method dm --dp-epsilon E)")
+        return config.method
+    if config.method not in ("dm", DP_METHOD):
+        raise ConfigError(f"--dp-epsilon works with --method dm only (got {config.method}): only DM's real side "
+                          "is a statistic that can be released once with noise")
+    return DP_METHOD
+
+
+def check_dp_input(config: DistillConfig, real: store.ImageSet) -> tuple[Any, np.ndarray | None, int]:
+    """The DP settings, the unit id of each train image (None = image units) and the unit count.
+
+    Refuses (exit 2) a file normalised with train statistics and a delta that is not below 1 / units.
+    """
+    from medcondense.distill import dp
+    from medcondense.distill.dpdm import settings_from_config
+
+    settings = settings_from_config(config)
+    method = (real.attrs.get("normalization") or {}).get("method")
+    if method != "window":
+        raise ConfigError(f"--dp-epsilon: the images were normalised with {method or 'unknown'} statistics of the "
+                          "train split, so every stored image already depends on all train images",
+                          path=config.input, hint="re-ingest with --normalize window")
+    train = real.part(store.SPLIT_TRAIN)
+    units = None
+    if settings.unit == "patient":
+        keys = train.meta.get("patient_key")
+        if keys is None or not all(str(k) for k in keys):
+            raise ConfigError("--dp-unit patient: the file records no patient_key for its train images",
+                              path=config.input, hint="use --dp-unit image (image-level, not patient-level privacy)")
+        units = np.asarray([str(k) for k in keys])
+    count = train.n if units is None else int(np.unique(units).size)
+    dp.check_settings(settings, units=count)
+    return settings, units, count
 
 
 # --------------------------------------------------------------------------- input
@@ -103,9 +165,12 @@ def load_real(path: str | Path, ipc: int) -> store.ImageSet:
     train = image_set.part(store.SPLIT_TRAIN)
     counts = np.bincount(train.labels, minlength=image_set.num_classes)
     empty = [image_set.class_names[k] for k in np.flatnonzero(counts == 0)]
-    if empty:
-        raise ConfigError(f"class(es) {', '.join(empty)} have no train images; distill needs every class in the train split", path=path)
-    short = [f"{image_set.class_names[k]} ({counts[k]})" for k in np.flatnonzero(counts < ipc)]
+    if len(empty) == image_set.num_classes:
+        raise ConfigError("the set has no train images", path=path)
+    if empty:  # a site without such patients (kept by a shared protocol, so files still merge)
+        log.warning("class(es) %s have no train images here: kept in the class list, no images are "
+                    "distilled for them", ", ".join(empty))
+    short = [f"{image_set.class_names[k]} ({counts[k]})" for k in np.flatnonzero((counts < ipc) & (counts > 0))]
     if short:
         raise ConfigError(
             f"--ipc {ipc} is larger than the train images of class(es) {', '.join(short)}; "
@@ -135,10 +200,11 @@ def run(config: DistillConfig, *, hooks: Any = None) -> dict[str, Any]:
     """Run the distill stage; return a JSON-able summary (see :func:`render`).
 
     ``hooks`` (an :class:`~medcondense.distill.base.EngineHooks`) lets tests and tools watch or
-    interrupt the loop.
+    interrupt the loop. Under torchrun every rank runs this; rank 0 alone writes
+    (docs/distributed.md).
     """
     from medcondense import distributed
-    from medcondense.device import describe_device, seed_everything
+    from medcondense.device import seed_everything
 
     started = time.time()
     check_options(config)
@@ -147,12 +213,17 @@ def run(config: DistillConfig, *, hooks: Any = None) -> dict[str, Any]:
     check_distributed(config)
     device = distributed.resolve_device(config.device)
     real = load_real(config.input, config.ipc)
-    check_class_shards(config, real.num_classes)
-    group = distributed.join(device)  # every check above passed on every rank
     source_hash = str(real.attrs.get("content_hash") or store.content_hash(real))
     laterality = bool(real.attrs.get("laterality", True))
     output = Path(config.output)
     seed_everything(config.seed, config.deterministic)
+    full_names = list(real.class_names)
+    real, present = classes_with_train_images(real)
+    check_class_shards(config, real.num_classes)
+    private = None
+    if not is_coreset(config.method) and config.dp_epsilon is not None:
+        private = check_dp_input(config, real)
+    group = distributed.join(device)  # every check above passed on every rank
     record = runkey.hdf5_record(_summary_from_attrs)
     if is_coreset(config.method):
         hp = _coreset_hyperparameters(config)
@@ -163,11 +234,14 @@ def run(config: DistillConfig, *, hooks: Any = None) -> dict[str, Any]:
         # rank 0 resolves (auto switches depend on the machine): every rank runs the same settings
         hp_obj = Hyperparameters(**group.broadcast(resolve_hyperparameters(config, device, laterality).to_dict()))
         hp = hp_obj.to_dict()
+        if config.experts_only:
+            return _prepare_only(config, real, hp_obj, source_hash, device, started)
         run_key = run_key_for(source_hash, hp)
         group.on_main(lambda: runkey.skip_if_done(output, run_key, config.overwrite, record), "checking the output")
-        result = _run_synthetic(config, real, hp_obj, run_key, source_hash, device, hooks, group)
-    return group.on_main(lambda: _write_output(config, result, output, source_hash, hp, run_key, device, started, group),
-                         "writing the output") or {}
+        result = _run_synthetic(config, real, hp_obj, run_key, source_hash, device, hooks, private, group)
+    write = lambda: _write_output(config, result, output, source_hash, hp, run_key, device, started, group,  # noqa: E731
+                                  present, full_names)
+    return group.on_main(write, "writing the output") or {}
 
 
 def check_distributed(config: DistillConfig) -> None:
@@ -178,7 +252,7 @@ def check_distributed(config: DistillConfig) -> None:
     world = distributed.world_size()
     if world == 1 or is_coreset(config.method):
         return  # a coreset is picked on rank 0
-    cls = method_class(config.method)
+    cls = method_class(synthetic_method_name(config))
     if not getattr(cls, "supports_class_shards", False):
         reason = getattr(cls, "class_shards_refusal", "") or "it does not declare supports_class_shards"
         raise ConfigError(
@@ -188,28 +262,36 @@ def check_distributed(config: DistillConfig) -> None:
 
 
 def check_class_shards(config: DistillConfig, num_classes: int) -> None:
-    """More ranks than classes leaves a rank with nothing to compute: exit 2."""
+    """More ranks than classes (with train images) leaves a rank with nothing to compute: exit 2."""
     from medcondense import distributed
 
     world = distributed.world_size()
     if world > num_classes and not is_coreset(config.method):
         raise ConfigError(
-            f"{world} processes but only {num_classes} classes: distill splits classes over the "
-            f"processes; start at most {num_classes} (torchrun --nproc_per_node {num_classes})",
+            f"{world} processes but only {num_classes} classes with train images: distill splits classes "
+            f"over the processes; start at most {num_classes} (torchrun --nproc_per_node {num_classes})",
             path=config.input,
         )
 
 
 def _write_output(config: DistillConfig, result: dict[str, Any], output: Path, source_hash: str, hp: dict,
-                  run_key: str, device: torch.device, started: float, group: Any) -> dict[str, Any]:
+                  run_key: str, device: torch.device, started: float, group: Any, present: np.ndarray,
+                  full_names: list[str]) -> dict[str, Any]:
     """Rank 0: write the output file, drop the checkpoint, return the summary."""
     from medcondense.device import describe_device
 
     out_set = result.pop("image_set")
-    out_set.attrs.update(
-        method=config.method, ipc=config.ipc, source_hash=source_hash, hyperparameters=hp, run_key=run_key,
-        provenance=_provenance(config, source_hash, device, started, hp, result, group),
-    )
+    out_set.labels = present[out_set.labels]  # back to the input's class indices
+    out_set.class_names = full_names
+    if result.get("dp") is not None:
+        # DP: nothing computed from the private data but the released statistics' consequences
+        out_set.attrs.update(method=config.method, ipc=config.ipc, hyperparameters=hp, dp=result["dp"],
+                             provenance=_provenance(config, None, device, started, hp, result, group))
+    else:
+        out_set.attrs.update(
+            method=config.method, ipc=config.ipc, source_hash=source_hash, hyperparameters=hp, run_key=run_key,
+            provenance=_provenance(config, source_hash, device, started, hp, result, group),
+        )
     digest = store.write(output, out_set, overwrite=True)
     checkpoint = checkpoint_path_for(output)
     checkpoint.unlink(missing_ok=True)  # the output is complete: the checkpoint has done its job
@@ -221,13 +303,15 @@ def _write_output(config: DistillConfig, result: dict[str, Any], output: Path, s
         "wall_time_s": wall, "content_hash": digest, "source_hash": source_hash, "hyperparameters": hp,
         **result,
     }
+    if result.get("dp") is not None:
+        summary["source_hash"] = None  # not in the file either; --json shows `units` (the file does not)
     if group.active:
         summary["world_size"] = group.world_size
     return summary
 
 
-def _provenance(config: DistillConfig, source_hash: str, device: torch.device, started: float, hp: dict, result: dict,
-                group: Any = None) -> dict:
+def _provenance(config: DistillConfig, source_hash: str | None, device: torch.device, started: float, hp: dict,
+                result: dict, group: Any = None) -> dict:
     from medcondense.device import describe_device
     from medcondense.provenance import make_provenance
 
@@ -242,11 +326,20 @@ def _provenance(config: DistillConfig, source_hash: str, device: torch.device, s
     )
 
 
-def _standardized_train(real: store.ImageSet, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
+def _standardized_train(real: store.ImageSet, device: torch.device, fixed: bool = False,
+                        ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
+    """Train images standardized with the recorded train statistics, or (``fixed``, for DP) with
+    data-independent constants."""
     from medcondense.train import standardize
 
     train = real.part(store.SPLIT_TRAIN)
-    mean, std = real.normalization_stats()
+    if fixed:
+        from medcondense.distill import dp
+
+        c = real.image_shape[0]
+        mean, std = np.full(c, dp.FIXED_MEAN, np.float32), np.full(c, dp.FIXED_STD, np.float32)
+    else:
+        mean, std = real.normalization_stats()
     x = standardize(train.images, mean, std).to(device)
     y = torch.as_tensor(train.labels, dtype=torch.long, device=device)
     return x, y, mean, std
@@ -261,9 +354,46 @@ def _output_meta(real: store.ImageSet, n: int) -> dict[str, np.ndarray]:
     return {"spacing": np.tile(median, (n, 1)).astype(np.float32)}
 
 
+def classes_with_train_images(real: store.ImageSet) -> tuple[store.ImageSet, np.ndarray]:
+    """The set restricted to the classes that have train images (relabelled 0..K-1), and the
+    original index of each kept class; the set itself when every class has some."""
+    counts = np.bincount(real.labels[real.split == store.SPLIT_TRAIN], minlength=real.num_classes)
+    present = np.flatnonzero(counts > 0)
+    if len(present) == real.num_classes:
+        return real, present
+    keep = np.isin(real.labels, present)
+    subset = real.select(keep)
+    subset.labels = np.searchsorted(present, subset.labels).astype(np.int64)
+    subset.class_names = [real.class_names[k] for k in present]
+    return subset, present
+
+
 def _copied_attrs(real: store.ImageSet) -> dict[str, Any]:
-    keep = ("normalization", "preprocessing", "modality", "laterality")
+    # ``sites``: which sites' patients the set was distilled from (merge names parts by it)
+    keep = ("normalization", "preprocessing", "modality", "laterality", "burned_in_images", "sites")
     return {k: real.attrs[k] for k in keep if k in real.attrs}
+
+
+def _prepare(method: Method, config: DistillConfig, real: store.ImageSet, x: torch.Tensor, y: torch.Tensor,
+             source_hash: str) -> dict[str, Any]:
+    """Let the method work on the real data before the loop (MTT: build or load its experts)."""
+    from medcondense.console import progress
+
+    context = PrepareContext(images=x, labels=y, source_hash=source_hash, class_names=list(real.class_names),
+                             input=str(config.input), output=str(config.output), config=config, progress=progress)
+    return method.prepare(context)
+
+
+def _prepare_only(config: DistillConfig, real: store.ImageSet, hp: Hyperparameters, source_hash: str,
+                  device: torch.device, started: float) -> dict[str, Any]:
+    """``--experts-only``: the method's preparation (MTT's expert trajectories), no distillation."""
+    from medcondense.device import describe_device
+
+    x, y, _, _ = _standardized_train(real, device)
+    spec = DataSpec(channels=real.image_shape[0], image_size=real.image_shape[1], num_classes=real.num_classes)
+    facts = _prepare(method_class(hp.method)(hp, spec, device), config, real, x, y, source_hash)
+    return {"output": None, "method": config.method, "experts_only": True, "device": describe_device(device),
+            "source_hash": source_hash, "wall_time_s": round(time.time() - started, 3), **facts}
 
 
 def _init_syn(hp: Hyperparameters, sampler: RealSampler, spec: DataSpec, generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -276,19 +406,22 @@ def _init_syn(hp: Hyperparameters, sampler: RealSampler, spec: DataSpec, generat
 
 def _run_synthetic(
     config: DistillConfig, real: store.ImageSet, hp: Hyperparameters, run_key: str, source_hash: str,
-    device: torch.device, hooks: Any, group: Any = None,
+    device: torch.device, hooks: Any, private: tuple[Any, np.ndarray | None, int] | None = None, group: Any = None,
 ) -> dict[str, Any]:
     from medcondense.console import progress
     from medcondense.train import destandardize
 
-    x, y, mean, std = _standardized_train(real, device)
+    x, y, mean, std = _standardized_train(real, device, fixed=private is not None)
     spec = DataSpec(channels=real.image_shape[0], image_size=real.image_shape[1], num_classes=real.num_classes)
     sampler = RealSampler([x[y == c] for c in range(spec.num_classes)])
     syn_labels = torch.arange(spec.num_classes, device=device).repeat_interleave(hp.ipc)
     method = method_class(hp.method)(hp, spec, device)
+    if private is not None:
+        method.set_private_data(x, y.cpu().numpy(), private[1])
     checkpoint = checkpoint_path_for(config.output)
     state, resumed_from, method = _start_state(config, method, hp, sampler, spec, device, checkpoint, run_key, source_hash)
     _check_same_start(group, state.iteration, checkpoint)
+    facts = _prepare(method, config, real, x, y, source_hash)
     from medcondense import distributed
 
     group = group or distributed.SINGLE
@@ -304,17 +437,41 @@ def _run_synthetic(
         final = engine.run(state, progress=bar)
     done = max(1, hp.iterations + 1 - state.iteration)
     images = destandardize(final.syn.detach(), mean, std).cpu().numpy()
+    dp_attrs = None
+    if private is not None:
+        from medcondense.distill import dp
+
+        dp_attrs = dp.attributes(private[0], method.sigma)
+        meta, attrs = {}, _dp_safe_attrs(real)
+    else:
+        meta, attrs = _output_meta(real, images.shape[0]), _copied_attrs(real)
     image_set = store.ImageSet(
         images=images, labels=syn_labels.cpu().numpy(), split=np.zeros(images.shape[0], dtype=np.uint8),
-        class_names=list(real.class_names), kind="synthetic", meta=_output_meta(real, images.shape[0]),
-        attrs={**_copied_attrs(real), "loss_curve": _thin_curve(final.loss_curve)},
+        class_names=list(real.class_names), kind="synthetic", meta=meta,
+        attrs={**attrs, "loss_curve": _thin_curve(final.loss_curve), **method.output_attrs()},
     )
     curve = final.loss_curve
-    return {
+    out = {
+        **facts, **method.output_attrs(),
         "image_set": image_set, "iterations": hp.iterations, "resumed_from": resumed_from,
         "seconds_per_iteration": round((time.time() - t0) / done, 4),
         "loss_first": curve[0][1] if curve else None, "final_loss": curve[-1][1] if curve else None,
     }
+    if dp_attrs is not None:
+        out.update(dp=dp_attrs, units=private[2])
+    return out
+
+
+def _dp_safe_attrs(real: store.ImageSet) -> dict[str, Any]:
+    """What a DP output may copy from its input: modality, laterality and the normalisation *method*
+    with the fixed standardisation constants (never the train mean/std or percentiles)."""
+    from medcondense.distill import dp
+
+    out = {k: real.attrs[k] for k in ("modality", "laterality") if k in real.attrs}
+    c = real.image_shape[0]
+    out["normalization"] = {"method": "window", "params": {}, "standardization": "fixed",
+                            "mean": [dp.FIXED_MEAN] * c, "std": [dp.FIXED_STD] * c}
+    return out
 
 
 def _check_same_start(group: Any, iteration: int, checkpoint: Path) -> None:
@@ -407,11 +564,18 @@ def render(result: dict[str, Any], console: Any) -> None:
     table.add_column("value")
     if result.get("skipped"):
         table.add_row("status", "up to date (same input and options); --overwrite to redo")
+    experts = result.get("experts") or {}
+    if experts:
+        how = "trained now" if experts.get("built") else "reused"
+        table.add_row("experts", f"{experts.get('path')} ({experts.get('num_experts')} x {experts.get('train_epochs')} epochs, {how})")
+    if result.get("experts_only"):
+        table.add_row("status", "expert trajectories ready (--experts-only: nothing distilled)")
     rows = [
         ("output", result.get("output")), ("method", result.get("method")), ("kind", result.get("kind")),
         ("ipc", result.get("ipc")), ("images", result.get("num_images")), ("device", result.get("device")),
         ("iterations", result.get("iterations")), ("resumed from", result.get("resumed_from")),
-        ("loss first -> last", _loss_text(result)), ("s / iteration", result.get("seconds_per_iteration")),
+        ("loss first -> last", _loss_text(result)), ("learned lr", result.get("learned_lr")),
+        ("s / iteration", result.get("seconds_per_iteration")),
         ("wall time s", result.get("wall_time_s")),
     ]
     for name, value in rows:

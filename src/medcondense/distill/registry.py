@@ -24,6 +24,8 @@ METHODS: dict[str, str] = {
     "dc": "medcondense.distill.dc:DCMethod",
     "dsa": "medcondense.distill.dsa:DSAMethod",
     "dm": "medcondense.distill.dm:DMMethod",
+    "mtt": "medcondense.distill.mtt:MTTMethod",
+    "dp-dm": "medcondense.distill.dpdm:DPDMMethod",  # --method dm --dp-epsilon E (docs/distill.md)
 }
 
 #: coreset baselines (output kind ``subset``), implemented in :mod:`medcondense.distill.coreset`

@@ -13,6 +13,7 @@ stays cheap (no torch) and ``score`` can take the pieces it reuses without the s
   cache (:func:`~.baselines.real_baselines`, :class:`~.baselines.BaselineCache`,
   :func:`~.baselines.random_subset`, :func:`~.baselines.full_baseline_epochs`);
 * :mod:`medcondense.evaluate.report` -- the tables and the accuracy-vs-IPC plot;
+* :mod:`medcondense.evaluate.sites` -- cross-site evaluation (every net tested at every site);
 * :mod:`medcondense.evaluate.pipeline` -- the stage, ``run(config)`` (what the CLI calls).
 
 For every input set, K fresh networks (``--models``, default 5; model k is seeded with
@@ -42,11 +43,18 @@ Report keys (``--json`` prints it, ``-o`` writes it; docs/evaluate.md is the lon
                  metrics: {accuracy, balanced_accuracy, auc: {mean, std, values},
                            per_class_recall: {mean: [...], std: [...]}},
                  baselines: {random: <metrics + ipc>, full: <metrics>},   (those asked for)
-                 recovery: {accuracy, balanced_accuracy, auc}             (input mean / full mean)}
+                 recovery: {accuracy, balanced_accuracy, auc}             (input mean / full mean),
+                 protocol: {lr, train_aug, epochs, source}   (how this input trained: the report's
+                           protocol, or an MTT set's learned_lr with DSA unless --lr/--train-aug)}
     output      the report path (or null); plot: the PNG path (or null)
     run_key     hash of the inputs and options (a rerun with the same key is skipped)
     provenance  tool and library versions, redacted command line, config, wall time
 
 
 A baseline block has the same ``metrics`` layout plus ``epochs``, ``train_images`` and ``cached``.
+
+Cross-site runs (several ``--real`` files, or ``--per-site``; :mod:`medcondense.evaluate.sites`)
+keep this layout and add ``sites``, ``results[i].per_site[<site>] = {metrics, baselines,
+recovery}``, ``results[i].mean_of_sites``, ``results[i].train_sites`` and ``site_baselines``;
+``results[i].metrics`` are then pooled over every site's test images.
 """

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from medcondense import store
+from medcondense.crosscheck import check_against_real
 from medcondense.errors import ConfigError, DataMismatchError, ShapeMismatch
 from medcondense.train import standardize
 
@@ -98,34 +99,37 @@ class InputSet:
     content_hash: str
     train_x: torch.Tensor
     train_y: np.ndarray
+    #: the student step size an MTT set learned (its ``learned_lr`` attribute); None for others
+    learned_lr: float | None = None
 
 
 def _images_per_class(labels: np.ndarray) -> int:
     return int(np.bincount(labels).max()) if labels.size else 0
 
 
-def check_matches_real(image_set: store.ImageSet, real: store.ImageSet, path: str | Path) -> None:
-    """Raise ShapeMismatch / DataMismatchError unless ``image_set`` has the real set's image
-    shape and class names (a set to judge, score or compare against it)."""
+def check_matches_real(image_set: store.ImageSet, real: store.ImageSet, path: str | Path, *,
+                       real_path: str | Path = "the real set", allow_mismatch: bool = False,
+                       source_must_match: bool = False) -> None:
+    """Raise ShapeMismatch / DataMismatchError (exit 2, both files named) unless ``image_set``
+    fits the real set: image shape, class names, intensity space, and (a warning, or an error
+    with ``source_must_match``) the set it was made from. See :mod:`medcondense.crosscheck`."""
     if image_set.image_shape != real.image_shape:
         raise ShapeMismatch(
-            "images (C, H, W) differ from the real set's", expected=real.image_shape,
+            f"images (C, H, W) differ from {Path(real_path).name}'s", expected=real.image_shape,
             got=image_set.image_shape, path=path,
         )
-    if list(image_set.class_names) != list(real.class_names):
-        raise DataMismatchError(
-            f"class names {image_set.class_names} do not match the real set's {real.class_names}", path=path
-        )
+    check_against_real(image_set, path, real, real_path, allow_mismatch=allow_mismatch,
+                       source_must_match=source_must_match)
 
 
-def load_input(path: str | Path, real: RealData) -> InputSet:
+def load_input(path: str | Path, real: RealData, *, allow_mismatch: bool = False) -> InputSet:
     """Read a set to judge and check it fits the real file (image shape, class names).
 
     Synthetic and subset files are used whole; a real file contributes its train split.
     """
     path = str(path)
     image_set = store.read(path)
-    check_matches_real(image_set, real.image_set, path)
+    check_matches_real(image_set, real.image_set, path, real_path=real.path, allow_mismatch=allow_mismatch)
     if image_set.kind == "real":
         image_set = image_set.part(store.SPLIT_TRAIN)
     if image_set.n == 0:
@@ -139,4 +143,14 @@ def load_input(path: str | Path, real: RealData) -> InputSet:
         content_hash=image_set.attrs.get("content_hash") or store.content_hash(image_set),
         train_x=standardize(image_set.images, real.mean, real.std),
         train_y=image_set.labels,
+        learned_lr=_learned_lr(image_set.attrs.get("learned_lr")),
     )
+
+
+def _learned_lr(value: object) -> float | None:
+    """A usable learned step size (a positive finite number), else None."""
+    try:
+        lr = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return lr if 0 < lr < float("inf") else None

@@ -9,6 +9,7 @@ then write the report JSON and the plot (:mod:`.report`). The report's keys are 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -21,8 +22,9 @@ from medcondense.config import EvaluateConfig, config_to_dict
 from medcondense.errors import ConfigError
 from medcondense.evaluate.baselines import BASELINES, BaselineCache, compute_baselines, full_baseline_epochs
 from medcondense.evaluate.data import InputSet, RealData, load_input, load_real
-from medcondense.evaluate.protocol import TRAIN_AUGS, evaluate_plan, make_plan
+from medcondense.evaluate.protocol import TRAIN_AUGS, evaluate_plan, make_plan, plan_for_input
 from medcondense.evaluate.report import render, write_plot
+from medcondense.evaluate.sites import real_paths, run_cross_site
 from medcondense.nets import NETS
 
 log = logging.getLogger(__name__)
@@ -39,13 +41,14 @@ def _check_config(config: EvaluateConfig) -> None:
         raise ConfigError(f"--epochs must be at least 1, got {config.epochs}")
     if config.arch not in NETS:
         raise ConfigError(f"--arch {config.arch!r}: expected one of {', '.join(NETS)}")
-    if config.train_aug not in TRAIN_AUGS:
+    if config.train_aug is not None and config.train_aug not in TRAIN_AUGS:
         raise ConfigError(f"--train-aug {config.train_aug!r}: expected one of {', '.join(TRAIN_AUGS)}")
     unknown = [b for b in config.baselines if b not in BASELINES]
     if unknown:
         raise ConfigError(f"--baselines {','.join(unknown)}: expected a comma list of {', '.join(BASELINES)} or none")
-    if config.batch_size < 1 or config.full_steps < 1 or config.lr <= 0:
-        raise ConfigError("batch_size and full_steps must be at least 1 and lr positive")
+    if config.batch_size < 1 or config.full_steps < 1 or (config.lr is not None and not (math.isfinite(config.lr) and config.lr > 0)):
+        raise ConfigError(f"batch_size and full_steps must be at least 1 and lr a positive finite number, "
+                          f"got {config.batch_size}, {config.full_steps}, {config.lr}")
 
 
 def _metrics_block(summary: dict[str, Any]) -> dict[str, Any]:
@@ -87,10 +90,20 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
 
     started = time.time()
     _check_config(config)
+    reals = real_paths(config.real)
+    if len(reals) > 1 or config.per_site:
+        if distributed.world_size() > 1:
+            raise ConfigError("cross-site evaluation (several --real files or --per-site) runs as one process, "
+                              "not under torchrun with several processes")
+        return run_cross_site(config, reals, started)
+    if not reals:
+        raise ConfigError("give the real data set to test on with --real")
+    config = dataclasses.replace(config, real=reals[0])
     real = load_real(config.real, config.test_site)
-    inputs = [load_input(p, real) for p in config.inputs]
+    inputs = [load_input(p, real, allow_mismatch=config.allow_mismatch) for p in config.inputs]
     run_key = _run_key(config, real, inputs)
     plan = make_plan(config, real)
+    laterality = bool(real.image_set.attrs.get("laterality", True))
     group = distributed.join(plan.device)  # every check above passed on every rank
     if config.output:  # without -o nothing is written, so there is nothing to skip
         group.on_main(lambda: runkey.skip_if_done(config.output, run_key, config.overwrite, runkey.json_record),
@@ -100,22 +113,28 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
     total = plan.models * (len(inputs) + len(ipcs) * ("random" in config.baselines) + ("full" in config.baselines))
     log.info("evaluating %d set(s) with %d %s net(s) each, %d epochs, on %s",
              len(inputs), plan.models, plan.arch, plan.settings.epochs, describe_device(plan.device))
+    own = [plan_for_input(plan, config, item.learned_lr, laterality) for item in inputs]  # (plan, protocol)
+    for item, (own_plan, protocol) in zip(inputs, own):
+        if own_plan is not plan:
+            log.info("%s: training at its learned lr %.6g with DSA for %d epochs (MTT; --lr/--train-aug override)",
+                     Path(item.path).name, protocol["lr"], protocol["epochs"])
     summaries: list[dict[str, Any]] | None = None
     if group.active:  # the networks split round-robin over the ranks, results gathered
         from medcondense.evaluate.sharded import run_sharded
 
-        full, randoms, summaries = run_sharded(plan, real, inputs, cache, ipcs, config.baselines, group,
-                                               lambda n: progress("evaluate", total=n))
+        full, randoms, summaries = run_sharded(plan, real, inputs, [p for p, _ in own], cache, ipcs, config.baselines,
+                                               group, lambda n: progress("evaluate", total=n))
     with progress("evaluate", total=0 if group.active else total) as bar:
         if not group.active:
             full, randoms = compute_baselines(plan, real, cache, ipcs, config.baselines, bar.advance)
         results = []
         for index, item in enumerate(inputs):
             bar.update(status=Path(item.path).name)
+            own_plan, protocol = own[index]
             if summaries is not None:
                 summary = summaries[index]
             else:
-                summary = evaluate_plan(plan, real, item.train_x, item.train_y, tick=bar.advance)
+                summary = evaluate_plan(own_plan, real, item.train_x, item.train_y, tick=bar.advance)
             baselines = {}
             if item.ipc in randoms:
                 baselines["random"] = _baseline_block(randoms[item.ipc])
@@ -125,6 +144,7 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
                 "file": item.path, "kind": item.kind, "method": item.method, "ipc": item.ipc,
                 "train_images": summary["train_images"], "content_hash": item.content_hash,
                 "metrics": _metrics_block(summary), "baselines": baselines, "recovery": _recovery(summary, full),
+                "protocol": protocol,
             })
     full_epochs = full_baseline_epochs(len(real.train_y), plan.settings.epochs, plan.settings.batch_size, plan.full_steps)
     report = {

@@ -25,6 +25,8 @@ from medcondense.train import Augment, TrainSettings, predict_proba, train_class
 TRAIN_AUGS = ("none", "dsa")
 DEFAULT_EPOCHS = 300
 DSA_EPOCHS = 1000
+DEFAULT_LR = 0.01
+DEFAULT_TRAIN_AUG = "none"
 
 
 def train_augment(name: str, laterality: bool) -> Augment | None:
@@ -54,19 +56,39 @@ def _train_and_test_one(
     seed: int,
 ) -> dict[str, Any]:
     """Train one fresh net (weights and batch order from ``seed``) and measure it on the test set."""
+    net = train_net(train_x, train_y, arch=arch, num_classes=num_classes, settings=settings, augment=augment, seed=seed)
+    try:
+        proba = predict_proba(net, test_x)
+    except torch.OutOfMemoryError:
+        raise RuntimeFailure(f"out of memory while testing a {arch}", hint="use --device cpu") from None
+    return metrics.classification_metrics(test_y, proba, num_classes)
+
+
+def train_net(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    *,
+    arch: str,
+    num_classes: int,
+    settings: TrainSettings,
+    augment: Augment | None,
+    seed: int,
+) -> torch.nn.Module:
+    """One fresh net trained on standardized images: weights from ``seed`` (drawn without touching
+    the global random state), batch order and augmentation from a generator seeded with ``seed``.
+    Cross-site evaluation trains with it once and tests the same net at every site."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = build_net(arch, train_x.shape[1], num_classes, train_x.shape[-1]).to(train_x.device)
     generator = torch.Generator().manual_seed(seed)
     try:
         train_classifier(net, train_x, train_y, settings, augment=augment, generator=generator)
-        proba = predict_proba(net, test_x)
     except torch.OutOfMemoryError:
         raise RuntimeFailure(
             f"out of memory while training a {arch} on {train_x.shape[0]} images",
             hint="lower --set evaluate.batch_size=..., or use --device cpu",
         ) from None
-    return metrics.classification_metrics(test_y, proba, num_classes)
+    return net
 
 
 def evaluate_images(
@@ -184,19 +206,20 @@ def make_plan(config: EvaluateConfig, real: RealData) -> Plan:
     """Resolve the epochs (300, 1000 with DSA, or ``--epochs``), the augmentation and the device."""
     from medcondense.distributed import resolve_device  # cuda:$LOCAL_RANK under torchrun
 
-    epochs = config.epochs or (DSA_EPOCHS if config.train_aug == "dsa" else DEFAULT_EPOCHS)
+    train_aug = config.train_aug or DEFAULT_TRAIN_AUG
+    epochs = config.epochs or (DSA_EPOCHS if train_aug == "dsa" else DEFAULT_EPOCHS)
     laterality = bool(real.image_set.attrs.get("laterality", True))
     aug_ops: list[str] = []
-    if config.train_aug == "dsa":
+    if train_aug == "dsa":
         from medcondense.augment import default_ops
 
         aug_ops = default_ops(laterality)
     return Plan(
         arch=config.arch,
         models=config.models,
-        settings=TrainSettings(epochs=epochs, lr=config.lr, batch_size=config.batch_size),
-        train_aug=config.train_aug,
-        augment=train_augment(config.train_aug, laterality),
+        settings=TrainSettings(epochs=epochs, lr=config.lr or DEFAULT_LR, batch_size=config.batch_size),
+        train_aug=train_aug,
+        augment=train_augment(train_aug, laterality),
         aug_ops=aug_ops,
         device=resolve_device(config.device),
         seed=config.seed,
@@ -211,6 +234,27 @@ def plan_runs(plan: Plan, real: RealData, x: torch.Tensor, y: np.ndarray, seeds:
         x, y, real.test_x, real.test_y, seeds=seeds, arch=plan.arch, settings=settings or plan.settings,
         augment=plan.augment, device=plan.device, num_classes=len(real.class_names), on_model_done=tick,
     )
+
+
+def plan_for_input(plan: Plan, config: EvaluateConfig, learned_lr: float | None, laterality: bool) -> tuple[Plan, dict[str, Any]]:
+    """The plan one input trains with, and its ``protocol`` record for the report.
+
+    An MTT set (``learned_lr``) trains at its learned step size with DSA, as the reference
+    evaluates it, unless ``--lr`` or ``--train-aug`` was given; every other input (and every
+    baseline) uses the report's plan.
+    """
+    from dataclasses import replace
+
+    if learned_lr is None or config.lr is not None or config.train_aug is not None:
+        why = "the report's protocol" if learned_lr is None else "the report's protocol (--lr/--train-aug given)"
+        return plan, {"lr": plan.settings.lr, "train_aug": plan.train_aug, "epochs": plan.settings.epochs, "source": why}
+    from medcondense.augment import default_ops
+
+    epochs = config.epochs or DSA_EPOCHS
+    own = replace(plan, settings=replace(plan.settings, lr=learned_lr, epochs=epochs), train_aug="dsa",
+                  augment=train_augment("dsa", laterality), aug_ops=default_ops(laterality))
+    return own, {"lr": learned_lr, "train_aug": "dsa", "epochs": epochs,
+                 "source": "the set's learned_lr (MTT) with DSA, as the reference evaluates; --lr/--train-aug override"}
 
 
 def evaluate_plan(plan: Plan, real: RealData, x: torch.Tensor, y: np.ndarray, *, settings=None, seed=None, models=None, tick=None):

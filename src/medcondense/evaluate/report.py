@@ -61,6 +61,9 @@ def render(result: dict[str, Any], console) -> None:
     """The report as rich tables: the inputs, the baselines, and per-class recall."""
     from rich.table import Table
 
+    if result.get("sites"):
+        render_sites(result, console)
+        return
     protocol, real = result["protocol"], result["real"]
     site = f" of site {real['test_site']}" if real.get("test_site") else ""
     # Three narrow tables rather than one wide one: readable in an 80-column terminal.
@@ -96,5 +99,40 @@ def render(result: dict[str, Any], console) -> None:
         means = r["metrics"]["per_class_recall"]["mean"]
         recall.add_row(Path(r["file"]).name, *("-" if m is None else f"{100 * m:.0f}" for m in means))
     console.print(recall)
+    if result.get("output"):
+        console.print(f"report: {result['output']}" + (f", plot: {result['plot']}" if result.get("plot") else ""))
+
+
+def render_sites(result: dict[str, Any], console) -> None:
+    """A cross-site report: per input, the accuracy at each site, the mean of sites and pooled;
+    then each site's baselines (trained at the site, tested at every site)."""
+    from rich.table import Table
+
+    protocol, sites = result["protocol"], [s["name"] for s in result["sites"]]
+    table = Table(title=f"evaluate at {len(sites)} sites: {protocol['arch']} x{protocol['models']}, "
+                        f"{protocol['epochs']} epochs (accuracy %, recovery vs the site's full baseline)")
+    for column in ("set", "ipc", "trained on", *sites, "mean of sites", "pooled"):
+        table.add_column(column, justify="left" if column in ("set", "trained on") else "right")
+    for r in result["results"]:
+        cells = []
+        for name in sites:
+            block = r["per_site"][name]
+            recovery = (block.get("recovery") or {}).get("accuracy")
+            cells.append(_pm(block["metrics"]["accuracy"]) + (f" ({100 * recovery:.0f} %)" if recovery is not None else ""))
+        mean = r["mean_of_sites"]["accuracy"]
+        trained = ", ".join(f"{k} {v}" for k, v in r.get("train_sites", {}).items()) or "-"
+        table.add_row(Path(r["file"]).name, str(r["ipc"]), trained, *cells,
+                      "-" if mean is None else f"{100 * mean:.1f}", _pm(r["metrics"]["accuracy"]))
+    console.print(table)
+    if result.get("site_baselines"):
+        baselines = Table(title="each site's baselines, tested at every site (accuracy %)")
+        for column in ("trained at", "baseline", *sites, "pooled"):
+            baselines.add_column(column, justify="left" if column in ("trained at", "baseline") else "right")
+        for train_site, entry in result["site_baselines"].items():
+            for ipc, tested in (entry.get("random") or {}).items():
+                baselines.add_row(train_site, f"random ipc {ipc}", *(_pm(tested[t]["accuracy"]) for t in [*sites, "pooled"]))
+            if entry.get("full"):
+                baselines.add_row(train_site, "full", *(_pm(entry["full"][t]["accuracy"]) for t in [*sites, "pooled"]))
+        console.print(baselines)
     if result.get("output"):
         console.print(f"report: {result['output']}" + (f", plot: {result['plot']}" if result.get("plot") else ""))

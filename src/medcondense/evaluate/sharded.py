@@ -34,7 +34,8 @@ def task_list(plan: Plan, inputs: list[InputSet], ipcs: list[int], need_full: bo
     return tasks
 
 
-def _run_task(task: Task, plan: Plan, real: RealData, inputs: list[InputSet], tick: Callable[[], None]) -> dict[str, Any]:
+def _run_task(task: Task, plan: Plan, real: RealData, inputs: list[InputSet], input_plans: list[Plan],
+              tick: Callable[[], None]) -> dict[str, Any]:
     kind, key, k = task
     seed = plan.seed + k
     if kind == "full":
@@ -43,16 +44,17 @@ def _run_task(task: Task, plan: Plan, real: RealData, inputs: list[InputSet], ti
     if kind == "random":
         idx = random_subset(real.train_y, key, seed)
         return plan_runs(plan, real, real.train_x[idx], real.train_y[idx], [seed], tick=tick)[0]
-    item = inputs[key]
-    return plan_runs(plan, real, item.train_x, item.train_y, [seed], tick=tick)[0]
+    item = inputs[key]  # its own plan: an MTT set trains at its learned lr
+    return plan_runs(input_plans[key], real, item.train_x, item.train_y, [seed], tick=tick)[0]
 
 
 def run_sharded(
-    plan: Plan, real: RealData, inputs: list[InputSet], cache: BaselineCache, ipcs: list[int], which: list[str],
-    group: Any, progress: Callable[[int], Any],
+    plan: Plan, real: RealData, inputs: list[InputSet], input_plans: list[Plan], cache: BaselineCache,
+    ipcs: list[int], which: list[str], group: Any, progress: Callable[[int], Any],
 ) -> tuple[dict[str, Any] | None, dict[int, dict[str, Any]], list[dict[str, Any]]]:
     """Train this rank's share of the networks, gather every result; returns ``(full, {ipc:
-    random}, [summary per input])`` as the one-process code computes them.
+    random}, [summary per input])`` as the one-process code computes them. ``plan`` is the
+    report's (baselines), ``input_plans[i]`` the one input ``i`` trains with.
 
     ``progress(total)`` opens the progress bar for this rank's tasks (a context manager).
     """
@@ -75,14 +77,14 @@ def run_sharded(
     results: dict[int, dict[str, Any]] = {}
     with progress(len(mine)) as bar:
         for i in mine:
-            results[i] = _run_task(tasks[i], plan, real, inputs, bar.advance)
+            results[i] = _run_task(tasks[i], plan, real, inputs, input_plans, bar.advance)
     for part in group.all_gather(results, "gathering the trained networks' results"):
         results.update(part)
     by_task = {tasks[i]: run for i, run in results.items()}
-    return _assemble(plan, real, inputs, ipcs, wanted, hits, by_task, cache, group)
+    return _assemble(plan, real, inputs, input_plans, ipcs, wanted, hits, by_task, cache, group)
 
 
-def _assemble(plan, real, inputs, ipcs, wanted, hits, by_task, cache, group):
+def _assemble(plan, real, inputs, input_plans, ipcs, wanted, hits, by_task, cache, group):
     """Summaries in the one-process layout; rank 0 stores the new baselines in the cache."""
     models = range(plan.models)
     full = None
@@ -111,6 +113,6 @@ def _assemble(plan, real, inputs, ipcs, wanted, hits, by_task, cache, group):
         if group.is_main:
             cache.put(wanted[name], result)
         randoms[ipc] = {**result, "cached": False}
-    summaries = [summary_of_runs([by_task[("input", i, k)] for k in models], plan.settings.epochs, len(item.train_y))
-                 for i, item in enumerate(inputs)]
+    summaries = [summary_of_runs([by_task[("input", i, k)] for k in models], input_plans[i].settings.epochs,
+                                 len(item.train_y)) for i, item in enumerate(inputs)]
     return full, randoms, summaries

@@ -71,7 +71,8 @@ def export(ctx: ExportContext, root: Path) -> FormatResult:
 def build_card(ctx: ExportContext) -> dict[str, Any]:
     """The card as a JSON-able dict (``card.json``); :func:`render_markdown` formats it."""
     s = ctx.image_set
-    results = collect_results(s.attrs, ctx.reports)
+    results = {src: {k: v for k, v in rows.items() if not is_mia_key(k)}
+               for src, rows in collect_results(s.attrs, ctx.reports).items()}
     privacy = {src: {k: v for k, v in rows.items() if is_privacy_key(k)} for src, rows in results.items()}
     privacy = {src: rows for src, rows in privacy.items() if rows}
     return {
@@ -105,6 +106,8 @@ def build_card(ctx: ExportContext) -> dict[str, Any]:
         },
         "results": results,
         "privacy_audit": privacy,
+        "membership_inference": membership_inference(ctx.reports),
+        "differential_privacy": differential_privacy(s),
         "license": ctx.license or DEFAULT_LICENSE,
         "intended_use": INTENDED_USE_SYNTHETIC if ctx.is_synthetic else INTENDED_USE_REAL,
         "files": {name: r.to_dict() for name, r in ctx.results.items()},
@@ -117,6 +120,11 @@ def _statement(ctx: ExportContext) -> str:
         return (f"SYNTHETIC images made by dataset distillation ({ctx.method}, "
                 f"{s.attrs.get('ipc', '?')} images per class) from a real data set. No image is a patient's image; "
                 "see the privacy audit for how close any comes to a real training image.")
+    if s.kind == "mixed":
+        sites = ", ".join(s.attrs.get("sites") or []) or "several sites"
+        return (f"MIXED: {s.n} images merged from {sites}, some of them REAL patient images and some synthetic "
+                "(`medcondense merge --allow-mixed`). The set is treated as real data throughout; "
+                "identifiers were removed on export.")
     if s.kind == "subset":
         return (f"REAL patient images: a coreset of {s.n} images picked by {ctx.method} from a real data set. "
                 "These are not synthetic. Identifiers were removed on export.")
@@ -125,8 +133,17 @@ def _statement(ctx: ExportContext) -> str:
 
 def _phi_statement(s: store.ImageSet) -> str:
     held = sorted(set(s.meta) & set(store.IDENTIFYING_META))
-    text = ("The export carries no protected health information: no DICOM attribute of the source is "
-            "copied, UIDs are new, patient name and ID are placeholders.")
+    burned = int(s.attrs.get("burned_in_images", 0) or 0)
+    if s.kind == "synthetic" and not burned:
+        text = ("The export carries no protected health information: no DICOM attribute of the source is "
+                "copied, UIDs are new, patient name and ID are placeholders.")
+    else:
+        text = ("No DICOM attribute of the source is copied, UIDs are new, patient name and ID are "
+                "placeholders; the pixel data were not checked for burned-in text or recognizable "
+                "features, so the export does not claim that the patients' identity is removed.")
+    if burned:
+        text += (f" {burned} source image(s) were flagged BurnedInAnnotation or RecognizableVisualFeatures "
+                 "YES and kept (--allow-burned-in): names or faces may be visible.")
     if held:
         text += f" The input file holds per-image {', '.join(held)}; none of them is exported."
     return text
@@ -213,6 +230,55 @@ def _summarise_items(items: list[Any], prefix: str) -> dict[str, float]:
     return rows
 
 
+#: what the card copies from a score report's membership audit (``syn.privacy.mia.<attack>.<artefact>``)
+MIA_FIELDS = ("auc", "auc_ci", "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_ci", "tpr_at_0.1pct_fpr", "tpr_at_0.1pct_fpr_ci",
+              "advantage", "members", "nonmembers")
+DP_FIELDS = ("epsilon", "delta", "epsilon_spent", "noise_multiplier", "clip", "unit", "queries", "accountant",
+             "opacus_version")
+
+
+def is_mia_key(key: str) -> bool:
+    """Whether a flattened key is part of a membership audit (copied selectively, not as raw rows)."""
+    return ".mia." in key or key.startswith("mia.") or ".mia_" in key
+
+
+def membership_inference(reports: dict[str, Any]) -> dict[str, Any]:
+    """Per report: ``{attack: {artefact: {MIA_FIELDS}}}`` and the noise-floor verdict; nothing else."""
+    out: dict[str, Any] = {}
+    for source, report in reports.items():
+        privacy = ((report.get("syn") or {}).get("privacy") or {}) if isinstance(report, dict) else {}
+        mia = privacy.get("mia") if isinstance(privacy, dict) else None
+        if not isinstance(mia, dict):
+            continue
+        attacks = {attack: {artefact: {k: block[k] for k in MIA_FIELDS if k in block}
+                            for artefact, block in per.items() if isinstance(block, dict)}
+                   for attack, per in mia.items() if isinstance(per, dict)}
+        entry: dict[str, Any] = {"attacks": attacks}
+        verdict = privacy.get("mia_exchangeable")
+        if isinstance(verdict, dict):
+            entry["exchangeable"] = bool(verdict.get("exchangeable"))
+            if verdict.get("note"):
+                entry["note"] = str(verdict["note"])
+        out[source] = entry
+    return out
+
+
+def differential_privacy(s: store.ImageSet) -> dict[str, Any]:
+    """The file's ``dp`` attribute, or a plain statement that the set has no formal guarantee."""
+    dp = s.attrs.get("dp")
+    if isinstance(dp, dict):
+        return {"guarantee": True, **{k: dp[k] for k in DP_FIELDS if k in dp},
+                "statement": (f"Distilled with differential privacy: ({dp.get('epsilon')}, {dp.get('delta')})-DP "
+                              f"per {dp.get('unit', 'unit')} of the source train split "
+                              f"(epsilon spent {dp.get('epsilon_spent')}, accountant {dp.get('accountant')}).")}
+    if s.kind == "synthetic":
+        return {"guarantee": False,
+                "statement": ("Distilled from real images WITHOUT differential privacy: there is no formal "
+                              "privacy guarantee. A membership-inference audit (score --mia) measures what "
+                              "known attacks achieve; it cannot prove that no attack succeeds.")}
+    return {"guarantee": False, "statement": "Real images: no privacy guarantee applies."}
+
+
 def is_privacy_key(key: str) -> bool:
     """Whether a flattened key belongs to the privacy audit."""
     low = key.lower()
@@ -231,6 +297,7 @@ def render_markdown(card: dict[str, Any]) -> str:
     lines += _section_method(card)
     lines += _section_results(card)
     lines += _section_privacy(card)
+    lines += _section_membership(card)
     lines += ["## Licence and intended use", "", f"- Licence: {card['license']}",
               f"- Intended use: {card['intended_use']}", ""]
     lines += _section_files(card)
@@ -311,6 +378,33 @@ def _section_privacy(card: dict[str, Any]) -> list[str]:
                         "Not applicable: these are real images; no privacy audit can make them shareable.", ""]
     for source, rows in card["privacy_audit"].items():
         lines += [f"### {source}", ""] + _table(["key", "value"], _rows_md(rows))
+    return lines
+
+
+def _ci_text(block: dict[str, Any], key: str) -> str:
+    value = block.get(key)
+    if value is None:
+        return "-"
+    ci = block.get(f"{key}_ci")
+    return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if isinstance(ci, list) and len(ci) == 2 else "")
+
+
+def _section_membership(card: dict[str, Any]) -> list[str]:
+    dp = card.get("differential_privacy") or {}
+    lines = ["## Differential privacy and membership inference", "", f"- {dp.get('statement', '')}", ""]
+    if dp.get("guarantee"):
+        lines += _table(["DP setting", "value"], [[k, dp[k]] for k in DP_FIELDS if k in dp])
+    for source, entry in (card.get("membership_inference") or {}).items():
+        lines += [f"### Membership inference: {source}", ""]
+        if entry.get("exchangeable") is False:
+            lines += [f"- {entry.get('note', 'splits not exchangeable')}: the audit cannot judge this set.", ""]
+        rows = []
+        for attack, per in entry["attacks"].items():
+            for artefact, block in per.items():
+                rows.append([attack, artefact, _ci_text(block, "auc"), _ci_text(block, "tpr_at_1pct_fpr"),
+                             block.get("advantage", "-"), f"{block.get('members', '-')} / {block.get('nonmembers', '-')}"])
+        lines += _table(["attack", "artefact", "AUC [95% CI]", "TPR at 1% FPR [95% CI]", "advantage",
+                         "members / non-members"], rows)
     return lines
 
 

@@ -9,7 +9,10 @@ What is written (``dicom/<class>/<class>_<k>.dcm`` and ``dicom/manifest.csv``):
 - No identifier from anywhere: PatientName ``SYNTHETIC^<METHOD>`` / PatientID ``SYNTHETIC``
   (``ANONYMOUS^<KIND>`` / ``ANON0001``... numbered per patient within the export for real
   images, so patient-level splits stay possible), every other patient/study attribute
-  empty, PatientIdentityRemoved ``YES``. UIDs are fresh under ``--uid-root``, derived from the
+  empty. PatientIdentityRemoved is ``YES`` only for synthetic images of a source not flagged
+  for burned-in text (``NO`` for real images: their pixels may show a face or text nobody has
+  checked); BurnedInAnnotation is ``YES`` when the source kept flagged images
+  (``ingest --allow-burned-in``). UIDs are fresh under ``--uid-root``, derived from the
   set's content hash, so exporting the same set twice gives the same UIDs.
 - ImageComments and DerivationDescription say what the image is (synthetic, which method; or
   real images re-exported without identifiers) and how its values were mapped.
@@ -146,8 +149,14 @@ def _dataset(ctx: ExportContext, index: int, label: int, study_uid: str, series_
     ds.PatientID = tag
     ds.PatientBirthDate = ""
     ds.PatientSex = ""
-    ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = "medcondense export: no source attribute copied"
+    burned_in = int(s.attrs.get("burned_in_images", 0) or 0) > 0
+    # YES only where medcondense can vouch for the pixels too: synthetic images of a source
+    # not flagged for burned-in text. Real images may show a face or text nobody has checked.
+    vouched = ctx.is_synthetic and not burned_in
+    ds.PatientIdentityRemoved = "YES" if vouched else "NO"
+    ds.DeidentificationMethod = (  # LO: at most 64 characters
+        "medcondense export: no source attribute copied" if vouched
+        else "medcondense: no source attribute copied; pixels not verified")
     ds.StudyInstanceUID = study_uid
     ds.StudyDate = ""
     ds.StudyTime = ""
@@ -165,7 +174,7 @@ def _dataset(ctx: ExportContext, index: int, label: int, study_uid: str, series_
     ds.SoftwareVersions = __version__
     ds.InstanceNumber = instance
     ds.PatientOrientation = ""
-    ds.BurnedInAnnotation = "NO"
+    ds.BurnedInAnnotation = "YES" if burned_in else "NO"
     ds.ImageComments = _comment(ctx)
     ds.DerivationDescription = _comment(ctx)
     col, row, _ = ctx.spacing(index)

@@ -29,11 +29,15 @@ FORMATS: dict[str, str] = {
     "nifti": "medcondense.export.nifti",
     "dicom": "medcondense.export.dicom",
     "npz": "medcondense.export.npz",
+    "protocol": "medcondense.export.protocol",
     "card": "medcondense.export.card",
 }
 ALL = "all"
+# `all` means the image formats and the card; the protocol (settings for other sites' ingest) is
+# asked for by name, since a set whose window cannot be pinned has none
+NOT_IN_ALL = ("protocol",)
 MARKER = "export.json"
-REAL_KINDS = ("real", "subset")
+REAL_KINDS = store.REAL_KINDS  # real, subset, mixed: DICOM of them needs --allow-real
 
 
 def parse_formats(items: list[str]) -> list[str]:
@@ -44,7 +48,7 @@ def parse_formats(items: list[str]) -> list[str]:
             if not name:
                 continue
             if name == ALL:
-                chosen.extend(FORMATS)
+                chosen.extend(f for f in FORMATS if f not in NOT_IN_ALL)
             elif name in FORMATS:
                 chosen.append(name)
             else:

@@ -70,3 +70,81 @@ def relative_source(path: str | Path, root: str | Path) -> str:
         return path.relative_to(root).as_posix()
     except ValueError:
         return path.name
+
+
+#: Attributes of DICOM PS3.15 Annex E's Basic Application Level Confidentiality Profile
+#: (Table E.1-1) that identify a person, a place or an event: never used as class names unless
+#: the user says --allow-identifying-label-tag. (UIDs are left out: they identify nothing readable
+#: but are refused too, as every one of them is unique per patient or study.)
+IDENTIFYING_KEYWORDS = frozenset("""
+AccessionNumber AcquisitionComments AcquisitionContextSequence AcquisitionDate AcquisitionDateTime
+AcquisitionDeviceProcessingDescription AcquisitionProtocolDescription AcquisitionTime ActualHumanPerformersSequence
+AdditionalPatientHistory AdmissionID AdmittingDate AdmittingDiagnosesCodeSequence AdmittingDiagnosesDescription
+AdmittingTime Allergies Arbitrary AuthorObserverSequence BranchOfService CassetteID CommentsOnThePerformedProcedureStep
+ConfidentialityConstraintOnPatientDataDescription ContentCreatorName ContentCreatorIdentificationCodeSequence
+ContentDate ContentTime ContributionDateTime ContributionDescription CountryOfResidence CurrentPatientLocation
+CurveDate CurveTime CustodialOrganizationSequence DataSetTrailingPadding DerivationDescription DetectorID
+DeviceSerialNumber DeviceUID DigitalSignaturesSequence DischargeDiagnosisDescription DistributionAddress
+DistributionName DoseReferenceUID EthnicGroup FailedSOPInstanceUIDList FiducialUID FillerOrderNumberImagingServiceRequest
+FrameComments FrameOfReferenceUID GantryID GeneratorID GraphicAnnotationSequence HumanPerformerName
+HumanPerformerOrganization IconImageSequence IdentifyingComments ImageComments ImagePresentationComments
+ImagingServiceRequestComments Impressions InstanceCreationDate InstanceCreationTime InstanceCreatorUID
+InstitutionAddress InstitutionCodeSequence InstitutionName InstitutionalDepartmentName InsurancePlanIdentification
+IntendedRecipientsOfResultsIdentificationSequence InterpretationApproverSequence InterpretationAuthor
+InterpretationDiagnosisDescription InterpretationIDIssuer InterpretationRecorder InterpretationText
+InterpretationTranscriber IrradiationEventUID IssuerOfAdmissionID IssuerOfPatientID IssuerOfServiceEpisodeID
+LastMenstrualDate MAC MediaStorageSOPInstanceUID MedicalAlerts MedicalRecordLocator MilitaryRank ModifiedAttributesSequence
+ModifiedImageDescription ModifyingDeviceID ModifyingDeviceManufacturer NameOfPhysiciansReadingStudy
+NamesOfIntendedRecipientsOfResults Occupation OperatorIdentificationSequence OperatorsName OrderCallbackPhoneNumber
+OrderEnteredBy OrderEntererLocation OriginalAttributesSequence OtherPatientIDs OtherPatientIDsSequence
+OtherPatientNames OverlayComments OverlayData OverlayDate OverlayTime ParticipantSequence PatientAddress PatientAge
+PatientBirthDate PatientBirthName PatientBirthTime PatientComments PatientID PatientInstitutionResidence
+PatientInsurancePlanCodeSequence PatientMotherBirthName PatientName PatientPrimaryLanguageCodeSequence
+PatientPrimaryLanguageModifierCodeSequence PatientReligiousPreference PatientSex PatientSexNeutered PatientSize
+PatientState PatientTelecomInformation PatientTelephoneNumbers PatientTransportArrangements PatientWeight
+PerformedLocation PerformedProcedureStepDescription PerformedProcedureStepEndDate PerformedProcedureStepEndTime
+PerformedProcedureStepID PerformedProcedureStepStartDate PerformedProcedureStepStartTime PerformedStationAETitle
+PerformedStationGeographicLocationCodeSequence PerformedStationName PerformedStationNameCodeSequence
+PerformingPhysicianIdentificationSequence PerformingPhysicianName PersonAddress PersonIdentificationCodeSequence
+PersonName PersonTelephoneNumbers PersonTelecomInformation PhysicianApprovingInterpretation
+PhysiciansOfRecord PhysiciansOfRecordIdentificationSequence PhysiciansReadingStudyIdentificationSequence
+PlacerOrderNumberImagingServiceRequest PlateID PreMedication PregnancyStatus ProtocolName ReasonForStudy
+ReasonForTheImagingServiceRequest ReasonForTheRequestedProcedure ReferencedImageSequence
+ReferencedPatientAliasSequence ReferencedPatientPhotoSequence ReferencedPatientSequence
+ReferencedPerformedProcedureStepSequence ReferencedSOPInstanceUID ReferencedStudySequence
+ReferringPhysicianAddress ReferringPhysicianIdentificationSequence ReferringPhysicianName
+ReferringPhysicianTelephoneNumbers RegionOfResidence RequestAttributesSequence RequestedContrastAgent
+RequestedProcedureComments RequestedProcedureDescription RequestedProcedureID RequestedProcedureLocation
+RequestingPhysician RequestingService RespirationSynchronizationSignal ResponsibleOrganization ResponsiblePerson
+ResultsComments ResultsDistributionListSequence ResultsIDIssuer ScheduledHumanPerformersSequence
+ScheduledPatientInstitutionResidence ScheduledPerformingPhysicianIdentificationSequence
+ScheduledPerformingPhysicianName ScheduledProcedureStepEndDate ScheduledProcedureStepEndTime
+ScheduledProcedureStepDescription ScheduledProcedureStepLocation ScheduledProcedureStepStartDate
+ScheduledProcedureStepStartTime ScheduledStationAETitle ScheduledStationGeographicLocationCodeSequence
+ScheduledStationName ScheduledStationNameCodeSequence ScheduledStudyLocation ScheduledStudyLocationAETitle
+SeriesDate SeriesDescription SeriesInstanceUID SeriesTime ServiceEpisodeDescription ServiceEpisodeID
+SmokingStatus SOPInstanceUID SourceImageSequence SpecialNeeds StationName StorageMediaFileSetUID StudyComments
+StudyDate StudyDescription StudyID StudyIDIssuer StudyInstanceUID StudyTime SynchronizationFrameOfReferenceUID
+TextComments TextString TimezoneOffsetFromUTC TopicAuthor TopicKeywords TopicSubject TopicTitle
+TransactionUID UID VerifyingObserverIdentificationCodeSequence VerifyingObserverName VerifyingObserverSequence
+VerifyingOrganization VisitComments
+""".split())
+
+
+def check_label_tag(keyword: str | None, *, allow_identifying: bool = False) -> None:
+    """Refuse ``--label-tag`` on an attribute that identifies a person, place or event
+    (PS3.15 basic profile), and on names that are no DICOM keyword (a typo would label nothing)."""
+    from medcondense.errors import ConfigError
+
+    if not keyword:
+        return
+    from pydicom.datadict import keyword_dict
+
+    if keyword not in keyword_dict:
+        raise ConfigError(f"--label-tag {keyword!r} is not a DICOM keyword (e.g. BodyPartExamined)")
+    if keyword in IDENTIFYING_KEYWORDS and not allow_identifying:
+        raise ConfigError(
+            f"--label-tag {keyword} is an identifying attribute (DICOM PS3.15 basic profile): its "
+            "values would become class names in every output",
+            hint="pass --allow-identifying-label-tag if the values are known to be safe",
+        )

@@ -45,6 +45,11 @@ class Header:
     instance: int | None = None
     voi: tuple[float, float] | None = None
     label: str | None = None
+    burned_in: bool = False
+    accession: str = ""
+    # where the pixels come from when not from ``path``: an object with ``load() -> Dataset``
+    # (a DICOMweb instance, see :mod:`medcondense.ingest.dicomweb`)
+    source: object | None = None
 
 
 @dataclass
@@ -83,7 +88,19 @@ def _functional_groups(ds) -> list:
     return out
 
 
-def read_header(path: str, root: str, label_tag: str | None = None) -> Header | str:
+#: attributes that say text or a face may be visible in the pixels (PS3.3 C.7.6.1.1.7/8)
+BURNED_IN_KEYWORDS = ("BurnedInAnnotation", "RecognizableVisualFeatures")
+
+
+def burned_in_reason(ds) -> str | None:
+    """Which attribute says YES (the image may show a name or a face), or None."""
+    for keyword in BURNED_IN_KEYWORDS:
+        if str(ds.get(keyword, "") or "").strip().upper() == "YES":
+            return keyword
+    return None
+
+
+def read_header(path: str, root: str, label_tag: str | None = None, allow_burned_in: bool = False) -> Header | str:
     """Read one file's header; return a :class:`Header` or the reason it cannot be used."""
     import pydicom
 
@@ -91,11 +108,22 @@ def read_header(path: str, root: str, label_tag: str | None = None) -> Header | 
         ds = pydicom.dcmread(path, force=True, defer_size=1024)
     except Exception as exc:  # noqa: BLE001 - any parse failure is a reject
         return f"unreadable DICOM ({type(exc).__name__}); the file may be truncated or damaged"
+    return header_from_dataset(ds, path, root, label_tag, allow_burned_in=allow_burned_in)
+
+
+def header_from_dataset(ds, path: str, root: str, label_tag: str | None = None, *,
+                        need_pixels: bool = True, allow_burned_in: bool = False) -> Header | str:
+    """A :class:`Header` from a parsed dataset (a file's, or DICOMweb metadata with
+    ``need_pixels=False``, which lists pixel data as a bulk-data reference or not at all)."""
     try:
         if "Rows" not in ds or "Columns" not in ds:
             return "not an image (no Rows/Columns: e.g. a report, structure set or DICOMDIR)"
-        if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        if need_pixels and not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
             return "no pixel data"
+        burned = burned_in_reason(ds)
+        if burned and not allow_burned_in:
+            return (f"{burned} is YES: the pixels may show a name or a face (pass --allow-burned-in "
+                    "to keep such images; exports then say BurnedInAnnotation YES)")
         label = None
         if label_tag:
             value = ds.get(label_tag)
@@ -111,6 +139,7 @@ def read_header(path: str, root: str, label_tag: str | None = None) -> Header | 
             sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
             patient_id=str(ds.get("PatientID", "") or "").strip(),
             study_uid=str(ds.get("StudyInstanceUID", "") or ""),
+            accession=str(ds.get("AccessionNumber", "") or "").strip(),
             modality=str(ds.get("Modality", "") or ""),
             rows=int(ds.Rows), cols=int(ds.Columns),
             frames=int(ds.get("NumberOfFrames", 1) or 1),
@@ -125,12 +154,13 @@ def read_header(path: str, root: str, label_tag: str | None = None) -> Header | 
             instance=int(instance) if instance not in (None, "") else None,
             voi=(center, width) if center is not None and width else None,
             label=label,
+            burned_in=burned is not None,
         )
     except Exception as exc:  # noqa: BLE001 - malformed values
         return f"malformed DICOM header ({type(exc).__name__})"
 
 
-def read_header_task(args: tuple[str, str, str | None]) -> Header | str:
+def read_header_task(args: tuple[str, str, str | None, bool]) -> Header | str:
     """:func:`read_header` taking one tuple (for ``executor.map``)."""
     return read_header(*args)
 
@@ -261,8 +291,9 @@ def _decode_reason(exc: Exception, ts_uid: str) -> str:
     return f"cannot read the pixel data ({type(exc).__name__}: {first[:160]})"
 
 
-def read_frames(path: str, frames: list[int] | None = None) -> np.ndarray:
-    """Decode frames of a file to modality values, float32 ``[F, rows, cols, samples]``.
+def read_frames(path, frames: list[int] | None = None) -> np.ndarray:
+    """Decode frames of a file (a path, or an object whose ``load()`` gives the dataset: a
+    DICOMweb instance) to modality values, float32 ``[F, rows, cols, samples]``.
 
     MONOCHROME1 is left as stored (inverted after windowing); palette colour becomes RGB.
 
@@ -274,10 +305,13 @@ def read_frames(path: str, frames: list[int] | None = None) -> np.ndarray:
     import pydicom
     from pydicom.pixels import apply_color_lut, apply_modality_lut
 
-    try:
-        ds = pydicom.dcmread(path, force=True)
-    except Exception as exc:  # noqa: BLE001
-        raise DecodeError(f"unreadable DICOM ({type(exc).__name__})") from None
+    if hasattr(path, "load"):
+        ds = path.load()  # raises DecodeError with the reason
+    else:
+        try:
+            ds = pydicom.dcmread(path, force=True)
+        except Exception as exc:  # noqa: BLE001
+            raise DecodeError(f"unreadable DICOM ({type(exc).__name__})") from None
     ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     try:

@@ -3,13 +3,17 @@
 DICOM is recognised by its content (the ``DICM`` marker after the 128-byte preamble, or, for
 preamble-less files, a forced pydicom read that finds Rows and Columns), never by extension.
 A folder holding a ``DICOMDIR`` contributes exactly the files the DICOMDIR references. Hidden
-files and folders are skipped. Anything else becomes a reject with its reason.
+files and folders are skipped. Links to folders are followed, each real folder read once.
+Anything else (unreadable folders, link loops, dangling links, fifos, names that are not UTF-8)
+becomes a reject with its reason: nothing is dropped without a row.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +70,46 @@ def _hidden(name: str) -> bool:
     return name.startswith(".")
 
 
+def printable(path: str | Path) -> str:
+    """``path`` as text that can be written anywhere: bytes that are not UTF-8 become ``\\xNN``."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes, kept by Python as lone surrogates
+        return False
+    return True
+
+
+def _os_reason(exc: OSError, what: str) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop"
+    if exc.errno == errno.ENOENT:
+        return "dangling symbolic link (its target does not exist)"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"cannot read the {what} (permission denied)"
+    return f"cannot read the {what} ({exc.strerror or type(exc).__name__})"
+
+
+def file_problem(path: Path) -> str | None:
+    """Why ``path`` (found in a folder) cannot be an image file, or None when it can be read.
+
+    Links to files are followed; a loop, a dangling link, a fifo/socket/device and a name that
+    is not UTF-8 are each a reason (a fifo would block the reader forever).
+    """
+    if not _utf8(path.name):
+        return "file name is not valid UTF-8 (rename the file)"
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return _os_reason(exc, "file")
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (a fifo, socket or device)"
+    return None
+
+
 def dicomdir_files(dicomdir: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     """Files referenced by a DICOMDIR (resolved against its folder) and rejects for missing ones."""
     import pydicom
@@ -93,19 +137,56 @@ def dicomdir_files(dicomdir: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     return files, rejects
 
 
-def _walk(root: Path, skip: set[Path]) -> list[Path]:
-    """Regular, non-hidden files under ``root`` (sorted), honouring DICOMDIRs and ``skip``."""
+def _walk(root: Path, skip: set[Path], rejects: list[tuple[str, str]]) -> list[Path]:
+    """Regular, non-hidden files under ``root`` (sorted), honouring DICOMDIRs and ``skip``.
+
+    Walking rules (docs/ingest.md): links to folders are followed, each real folder is read once
+    (a link loop or a second link to a folder read already is a reject row); unreadable folders,
+    names that are not UTF-8, dangling links, link loops and fifos/devices are reject rows.
+    """
     found: list[Path] = []
-    for folder, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not _hidden(d))
+    visited: set[tuple[int, int]] = set()
+
+    def unreadable(exc: OSError) -> None:
+        rejects.append((printable(exc.filename or root), _os_reason(exc, "folder")))
+
+    for folder, dirs, names in os.walk(root, onerror=unreadable, followlinks=True):
         here = Path(folder)
+        try:
+            st = os.stat(here)
+        except OSError as exc:
+            unreadable(exc)
+            dirs[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in visited:
+            rejects.append((printable(here), "folder already read through another path (a symbolic link loop or a second link to it); read once"))
+            dirs[:] = []
+            continue
+        visited.add((st.st_dev, st.st_ino))
+        kept = []
+        for d in sorted(dirs):
+            if _hidden(d):
+                continue
+            if not _utf8(d):
+                rejects.append((printable(here / d), "folder name is not valid UTF-8 (rename the folder)"))
+                continue
+            kept.append(d)
+        dirs[:] = kept
         if DICOMDIR_NAME in names:
             refs, _ = dicomdir_files(here / DICOMDIR_NAME)
             found.extend(refs)
             found.append(here / DICOMDIR_NAME)  # marker, resolved by discover()
             dirs[:] = []
             continue
-        found.extend(here / n for n in sorted(names) if not _hidden(n))
+        for name in sorted(names):
+            if _hidden(name):
+                continue
+            path = here / name
+            problem = file_problem(path)
+            if problem is not None:
+                rejects.append((printable(path), problem))
+                continue
+            found.append(path)
     return [p for p in found if p.resolve() not in skip]
 
 
@@ -137,12 +218,18 @@ def discover(inputs: list[str], *, skip: list[str] | None = None, mask_suffix: s
     for raw in inputs:
         root = Path(raw)
         if not root.exists():
-            result.rejects.append((raw, "no such file or folder"))
+            reason = file_problem(root) if root.is_symlink() else None
+            result.rejects.append((printable(raw), reason or "no such file or folder"))
             continue
         if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
-            result.rejects.append((raw, "cannot read the folder (permission denied)"))
+            result.rejects.append((printable(raw), "cannot read the folder (permission denied)"))
             continue
-        paths = _walk(root, skip_set) if root.is_dir() else [root]
+        if not root.is_dir():
+            problem = file_problem(root)
+            if problem is not None:
+                result.rejects.append((printable(raw), problem))
+                continue
+        paths = _walk(root, skip_set, result.rejects) if root.is_dir() else [root]
         for path in paths:
             if path.name == DICOMDIR_NAME:
                 _, missing = dicomdir_files(path)

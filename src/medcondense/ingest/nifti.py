@@ -22,6 +22,20 @@ class NiftiVolume:
     slice_index: list[int]
     spacing: tuple[float, float, float]
     volume: int
+    nonfinite: int = 0  # NaN/Inf voxels of the source volume, replaced before resampling
+
+
+def fill_nonfinite(data: np.ndarray) -> tuple[np.ndarray, int] | str:
+    """Replace NaN/Inf voxels by the smallest finite value (background) before resampling, where
+    interpolation would spread them over the whole slice; return the data and how many there
+    were, or the reason the volume cannot be used (no finite voxel at all)."""
+    finite = np.isfinite(data)
+    bad = int(finite.size - np.count_nonzero(finite))
+    if bad == 0:
+        return data, 0
+    if bad == finite.size:
+        return "no finite voxel (every value is NaN or Inf)"
+    return np.where(finite, data, data[finite].min()).astype(np.float32, copy=False), bad
 
 
 def load_canonical(path: str):

@@ -1,5 +1,5 @@
-"""``medcondense ingest``: discover -> read -> group/sort -> select slices -> resample -> window
--> normalize -> labels -> split -> one HDF5 file (written atomically).
+"""``medcondense ingest``: discover (or list on a DICOMweb server) -> read -> group/sort -> select
+slices -> resample -> window -> normalize -> labels -> split -> one HDF5 file (written atomically).
 
 Memory stays at one volume: each file is decoded, resampled to the small output size at once
 (in worker processes with ``--workers``), and only those small images are kept. Windowing runs
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -20,13 +21,15 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from medcondense import store
+from medcondense import interrupts, store
+from medcondense.atomic import atomic_path
 from medcondense.config import IngestConfig, config_to_dict, default_data_path
 from medcondense.errors import ConfigError, NoUsableInputError
-from medcondense.ingest import deid, dicom, labels, normalize, split
+from medcondense.ingest import deid, dicom, dicomweb, labels, normalize, split
+from medcondense.ingest import protocol as proto
 from medcondense.ingest import window as win
-from medcondense.ingest.discover import Candidate, discover, mask_for
-from medcondense.ingest.nifti import NiftiVolume, load_canonical, mask_slices, plane_spacing, take_slice
+from medcondense.ingest.discover import Candidate, Discovery, discover, mask_for
+from medcondense.ingest.nifti import NiftiVolume, fill_nonfinite, load_canonical, mask_slices, plane_spacing, take_slice
 from medcondense.ingest.resample import resample_slice
 from medcondense.runkey import hdf5_record, skip_if_done
 
@@ -35,7 +38,7 @@ log = logging.getLogger(__name__)
 ON_ERROR = ("skip", "fail")
 CHANNELS = ("grey", "keep")
 # options that do not change the output, left out of the run key
-_NOT_IN_KEY = ("overwrite", "workers", "on_error", "rejects", "output")
+_NOT_IN_KEY = ("overwrite", "workers", "on_error", "rejects", "output", "protocol", "cache")
 
 
 # ------------------------------------------------------------------------------ options
@@ -71,12 +74,65 @@ def select_slices(n: int, spec: tuple[str, int]) -> list[int]:
     return list(range(n))
 
 
+#: the largest --size: one 2048 px float32 image is 16 MB, and distillation works on small ones
+MAX_SIZE = 2048
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux MemAvailable), or None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def estimate_images(candidates: list[Candidate], config: IngestConfig) -> int:
+    """A quick count of the images the inputs give: one per DICOM file, for each NIfTI its longest
+    axis (header only; masks and --slices ignored, so it is an upper bound for NIfTI)."""
+    count = 0
+    for c in candidates:
+        if c.kind != "nifti":
+            count += 1
+            continue
+        try:
+            import nibabel as nib
+
+            shape = nib.load(c.path).shape  # header only; not reoriented, so the longest axis bounds it
+        except Exception:  # noqa: BLE001 - the reader reports a bad file later
+            continue
+        if len(shape) >= 3:
+            count += max(int(d) for d in shape[:3]) * (int(shape[3]) if len(shape) > 3 and config.channels != "keep" else 1)
+    return count
+
+
+def check_memory(candidates: list[Candidate], config: IngestConfig) -> None:
+    """Refuse (exit 2) a --size whose output cannot fit in memory, before reading any pixel."""
+    available = available_memory()
+    if available is None:
+        return
+    images = estimate_images(candidates, config)
+    channels = 3 if config.channels == "keep" else 1
+    needed = images * channels * config.size * config.size * 4 * 3  # collected, stacked, normalized
+    if needed > available:
+        raise ConfigError(
+            f"--size {config.size}: about {images} images would need about {needed / 1e9:.1f} GB of "
+            f"memory, {available / 1e9:.1f} GB available",
+            hint="use a smaller --size, --slices every:K or central:N, or fewer inputs",
+        )
+
+
 def check_options(config: IngestConfig) -> Options:
     """Validate the options that are not files; raise ConfigError with the option's name."""
     if config.size < 4:
         raise ConfigError(f"--size must be at least 4, got {config.size}")
-    if config.spacing is not None and config.spacing <= 0:
-        raise ConfigError(f"--spacing must be positive, got {config.spacing}")
+    if config.size > MAX_SIZE:
+        raise ConfigError(f"--size must be at most {MAX_SIZE} pixels, got {config.size}",
+                          hint="distillation works on small images: 28 to 128 is usual")
+    if config.spacing is not None and not (math.isfinite(config.spacing) and config.spacing > 0):
+        raise ConfigError(f"--spacing must be a positive number of mm, got {config.spacing}")
     if config.axis not in (0, 1, 2):
         raise ConfigError(f"--axis must be 0, 1 or 2, got {config.axis}")
     if config.channels not in CHANNELS:
@@ -86,8 +142,9 @@ def check_options(config: IngestConfig) -> Options:
     if config.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {config.workers}")
     lo, hi = (float(v) for v in config.percentiles)
-    if not 0 <= lo < hi <= 100:
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi <= 100):
         raise ConfigError(f"percentiles must satisfy 0 <= low < high <= 100, got {config.percentiles}")
+    deid.check_label_tag(config.label_tag, allow_identifying=config.allow_identifying_label_tag)
     normalize.check_method(config.normalize)
     spec = win.parse_window(config.window)
     if spec.kind == "auto" and config.normalize == "ct":
@@ -106,19 +163,34 @@ class Rejects:
 
     fail: bool = False
     items: list[tuple[str, str]] = field(default_factory=list)
+    #: with --hash-paths: path -> keyed hash, so no patient-named path reaches the report
+    hasher: Callable[[str], str] | None = None
 
     def add(self, path: str, reason: str) -> None:
+        shown = self.hasher(str(path)) if self.hasher else str(path)
         if self.fail:
-            raise NoUsableInputError(reason, path=path, hint="--on-error skip rejects bad files and goes on")
-        log.debug("rejected %s: %s", path, reason)
-        self.items.append((str(path), reason))
+            raise NoUsableInputError(reason, path=shown, hint="--on-error skip rejects bad files and goes on")
+        log.debug("rejected %s: %s", shown, reason)
+        self.items.append((shown, reason))
 
     def write(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="", encoding="utf-8") as f:
+        """The report as CSV (path, reason), written atomically."""
+        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["path", "reason"])
             writer.writerows(self.items)
+
+
+def path_hasher(inputs: list[str], secret: bytes) -> Callable[[str], str]:
+    """The --hash-paths form of a path: the keyed hash of its path below its input folder,
+    exactly as stored in ``meta/source_path``."""
+    roots = [Path(r) for r in inputs]
+
+    def hashed(path: str) -> str:
+        root = next((r for r in roots if Path(path) == r or r in Path(path).parents), Path(path).parent)
+        return deid.keyed_hash(deid.relative_source(path, root), "path", secret)
+
+    return hashed
 
 
 # ------------------------------------------------------------------------------ collected images
@@ -160,13 +232,15 @@ class Context:
     config: IngestConfig
     options: Options
     secret: bytes
-    manifest: dict[Path, labels.ManifestRow] | None
+    manifest: dict[Path, labels.ManifestRow] | labels.KeyedSheet | None
     rejects: Rejects
     mapper: Callable[..., Iterable[Any]]
     out: Collected = field(default_factory=Collected)
     root_warned: set[str] = field(default_factory=set)
     anonymous: int = 0
     windows: Counter = field(default_factory=Counter)
+    burned_in: int = 0  # kept images whose file says BurnedInAnnotation/RecognizableVisualFeatures YES
+    protocol: proto.Protocol | None = None
 
 
 # ------------------------------------------------------------------------------ workers
@@ -180,6 +254,10 @@ def dicom_task(args: tuple) -> tuple[list[np.ndarray], float] | str:
     path, frames, spacing, size, target, channels = args
     try:
         arr = dicom.read_frames(path, frames)
+        filled = fill_nonfinite(np.asarray(arr, dtype=np.float32)) if np.asarray(arr).dtype.kind == "f" else (arr, 0)
+        if isinstance(filled, str):
+            return filled
+        arr = filled[0]
         out, out_spacing = [], 1.0
         for frame in arr:
             planes = [resample_slice(p, spacing, size, target) for p in dicom.to_channels(frame, channels)]
@@ -202,6 +280,10 @@ def nifti_task(args: tuple) -> list[NiftiVolume] | str:
         if len(img.shape) < 3 or len(img.shape) > 4:
             return f"expected a 3D or 4D NIfTI image, got shape {tuple(img.shape)}"
         data = np.asanyarray(img.dataobj, dtype=np.float32)
+        filled = fill_nonfinite(data)
+        if isinstance(filled, str):
+            return filled
+        data, nonfinite = filled
         if data.ndim == 3:
             data = data[..., None]
         keep = list(range(data.shape[axis]))
@@ -221,7 +303,7 @@ def nifti_task(args: tuple) -> list[NiftiVolume] | str:
                 out_spacing = planes[0][1]
                 images.append(np.stack([p[0] for p in planes]))
             stack = np.stack(images) if images else np.zeros((0, len(group), size, size), np.float32)
-            volumes.append(NiftiVolume(stack, keep, (out_spacing, out_spacing, through), vol_index))
+            volumes.append(NiftiVolume(stack, keep, (out_spacing, out_spacing, through), vol_index, nonfinite))
         return volumes
     except MemoryError:
         raise
@@ -235,20 +317,41 @@ def mapper(workers: int) -> Iterator[Callable[..., Iterable[Any]]]:
     if workers <= 1:
         yield lambda fn, items, chunksize=1: map(fn, items)
         return
-    pool = ProcessPoolExecutor(max_workers=workers)
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=interrupts.worker_init)
     try:
         yield lambda fn, items, chunksize=1: pool.map(fn, items, chunksize=max(1, chunksize))
-    except BaseException:  # Ctrl-C or an error: do not wait for queued files
-        pool.shutdown(wait=False, cancel_futures=True)
+    except BaseException:  # Ctrl-C, SIGTERM or an error: stop the workers, do not wait for queued files
+        stop_pool(pool)
         raise
     pool.shutdown()
+
+
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancel queued work and end the worker processes now (not after their current file)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=10)
 
 
 # ------------------------------------------------------------------------------ steps
 
 
-def file_facts(ctx: Context, path: str, root: str, tag_label: str | None) -> tuple[str, labels.ManifestRow | None] | None:
+def file_facts(ctx: Context, path: str, root: str, tag_label: str | None,
+               header: dicom.Header | None = None) -> tuple[str, labels.ManifestRow | None] | None:
     """Label (and manifest row) of one file by the precedence rules; None when rejected."""
+    if isinstance(ctx.manifest, labels.KeyedSheet):
+        if header is None:
+            ctx.rejects.add(path, f"a NIfTI file has no {ctx.manifest.key} to match the labels CSV by")
+            return None
+        row, reason = ctx.manifest.match(header)
+        if row is None:
+            ctx.rejects.add(path, reason)  # type: ignore[arg-type]
+            return None
+        return row.label, row
     if ctx.manifest is not None:
         row = ctx.manifest.get(Path(path).resolve())
         if row is None:
@@ -257,6 +360,9 @@ def file_facts(ctx: Context, path: str, root: str, tag_label: str | None) -> tup
         return row.label, row
     if tag_label is not None:
         return tag_label, None
+    if dicomweb.is_url(root):  # no folders on a server to fall back on
+        ctx.rejects.add(path, f"no {ctx.config.label_tag} value to take the label from")
+        return None
     label, in_root = labels.folder_label(path, root)
     if in_root and root not in ctx.root_warned:
         ctx.root_warned.add(root)
@@ -275,6 +381,8 @@ def patient_of(ctx: Context, header: dicom.Header) -> str:
 
 
 def source_of(ctx: Context, path: str, root: str) -> str:
+    if dicomweb.is_url(root):  # a DICOMweb instance: its locator is UIDs, always hashed
+        return deid.keyed_hash(path, "path", ctx.secret)
     rel = deid.relative_source(path, root)
     return deid.keyed_hash(rel, "path", ctx.secret) if ctx.config.hash_paths else rel
 
@@ -296,15 +404,18 @@ def ingest_dicom_unit(ctx: Context, unit: dicom.Unit) -> None:
     if multiframe:
         frames = select_slices(first.frames, ctx.options.slices)
         jobs = [(first, frames)]
-        tasks = [(first.path, frames if len(frames) < first.frames else None, first.pixel_spacing,
+        tasks = [(first.source or first.path, frames if len(frames) < first.frames else None, first.pixel_spacing,
                   cfg.size, cfg.spacing, cfg.channels)]
     else:
         keep = select_slices(len(unit.headers), ctx.options.slices) if unit.is_volume else range(len(unit.headers))
         jobs = [(unit.headers[i], [i if unit.is_volume else -1]) for i in keep]
-        tasks = [(h.path, None, h.pixel_spacing, cfg.size, cfg.spacing, cfg.channels) for h, _ in jobs]
-    facts = {h.path: file_facts(ctx, h.path, h.root, h.label) for h, _ in jobs}
+        tasks = [(h.source or h.path, None, h.pixel_spacing, cfg.size, cfg.spacing, cfg.channels) for h, _ in jobs]
+    facts = {h.path: file_facts(ctx, h.path, h.root, h.label, h) for h, _ in jobs}
     todo = [(t, h, idx) for t, (h, idx) in zip(tasks, jobs) if facts[h.path] is not None]
-    results = ctx.mapper(dicom_task, [t for t, _, _ in todo], chunksize=max(1, len(todo) // (4 * cfg.workers)))
+    if first.source is not None:  # DICOMweb: retrieved in bounded batches
+        results = dicomweb.batched(ctx.mapper, dicom_task, [t for t, _, _ in todo])
+    else:
+        results = ctx.mapper(dicom_task, [t for t, _, _ in todo], chunksize=max(1, len(todo) // (4 * cfg.workers)))
     images: list[np.ndarray] = []
     kept: list[tuple[dicom.Header, int, float]] = []
     for (_, h, idx), result in zip(todo, results):
@@ -341,6 +452,7 @@ def ingest_dicom_unit(ctx: Context, unit: dicom.Unit) -> None:
             spacing=(out_spacing, out_spacing, float(unit.slice_spacing)),
         )
         ctx.out.modalities[modality] += 1
+        ctx.burned_in += int(h.burned_in)
     ctx.out.units += 1
 
 
@@ -363,6 +475,9 @@ def ingest_nifti(ctx: Context, candidates: list[Candidate]) -> None:
             ctx.rejects.add(c.path, result)
             continue
         source = source_of(ctx, c.path, c.root)
+        if result and result[0].nonfinite:
+            log.warning("%s: %d NaN/Inf voxel(s) set to the volume's smallest finite value before resampling",
+                        source, result[0].nonfinite)
         rel = deid.relative_source(c.path, c.root)
         patient = ("csv:" + row.patient) if row is not None and row.patient else "file:" + rel
         for vol in result:
@@ -383,7 +498,7 @@ def ingest_nifti(ctx: Context, candidates: list[Candidate]) -> None:
 
 def read_dicom_headers(ctx: Context, candidates: list[Candidate]) -> list[dicom.Header]:
     """Headers of all DICOM candidates (in parallel with ``--workers``); rejects for bad ones."""
-    args = [(c.path, c.root, ctx.config.label_tag) for c in candidates]
+    args = [(c.path, c.root, ctx.config.label_tag, ctx.config.allow_burned_in) for c in candidates]
     headers = []
     chunk = max(1, len(args) // (8 * ctx.config.workers))
     for c, result in zip(candidates, ctx.mapper(dicom.read_header_task, args, chunksize=chunk)):
@@ -411,9 +526,13 @@ def stack_images(images: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def key_config(config: IngestConfig) -> dict[str, Any]:
-    """The config fields that change the output (the run key's extra)."""
-    return {k: v for k, v in config_to_dict(config).items() if k not in _NOT_IN_KEY}
+def key_config(config: IngestConfig, protocol: proto.Protocol | None = None) -> dict[str, Any]:
+    """The config fields that change the output (the run key's extra): the protocol by content,
+    not by file name."""
+    key = {k: v for k, v in config_to_dict(config).items() if k not in _NOT_IN_KEY}
+    if protocol is not None:
+        key["protocol"] = protocol.to_dict()
+    return key
 
 
 def _summary_from_attrs(output: Path, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -422,6 +541,43 @@ def _summary_from_attrs(output: Path, attrs: dict[str, Any]) -> dict[str, Any]:
         "output": str(output), "images": attrs.get("n"), "image_shape": attrs.get("image_shape"),
         "classes": attrs.get("class_names"), "content_hash": attrs.get("content_hash"),
     }
+
+
+def protocol_classes(protocol: proto.Protocol, found: list[str]) -> list[str]:
+    """The protocol's class names, in its order; ConfigError for a label it does not know."""
+    unknown = sorted(set(found) - set(protocol.class_names))
+    if unknown:
+        raise ConfigError(
+            f"class(es) {', '.join(map(repr, unknown))} are not in the protocol's classes "
+            f"({', '.join(protocol.class_names)}); rename them or use another protocol",
+            path=protocol.origin or None,
+        )
+    return list(protocol.class_names)
+
+
+def warn_classes_without_train(class_names: list[str], y: np.ndarray, train: np.ndarray) -> None:
+    """A protocol class with no train image here is kept (so files merge), with a warning."""
+    counts = np.bincount(y[train], minlength=len(class_names))
+    for name, count in zip(class_names, counts):
+        if count == 0:
+            log.warning("class %r has no train images at this site: kept (as the protocol says); "
+                        "distill writes no images for it", name)
+
+
+def list_remote(config: IngestConfig, urls: list[str], sheet, progress) -> dicomweb.Listing:
+    """Check the DICOMweb inputs' options and list their instances (QIDO-RS)."""
+    if isinstance(sheet, dict):
+        raise ConfigError("a labels CSV keyed by path cannot label DICOMweb inputs; key it by study_uid, "
+                          "series_uid, accession or patient_id", path=config.labels_csv)
+    if sheet is None and not config.label_tag:
+        raise ConfigError("DICOMweb inputs have no folders to take labels from: give --labels (keyed by "
+                          "study_uid, series_uid, accession or patient_id) or --label-tag")
+    if config.cache:
+        log.warning("--cache keeps the retrieved DICOM files, with their patient data, in %s; "
+                    "delete it when the data set is final", config.cache)
+    with progress("list studies", total=None) as bar:
+        return dicomweb.list_instances(urls, studies=list(config.studies), query=config.query, sheet=sheet,
+                                       advance=bar.advance)
 
 
 def rejects_path(config: IngestConfig, output: Path) -> Path:
@@ -441,6 +597,10 @@ def run(config: IngestConfig) -> dict[str, Any]:
         The output exists and was made from identical inputs and options.
     """
     started = time.time()
+    protocol = None
+    if config.protocol:
+        protocol = proto.load(config.protocol)
+        config = proto.apply(config, protocol)
     options = check_options(config)
     if not config.inputs:
         raise NoUsableInputError("no input folders or files given")
@@ -448,32 +608,49 @@ def run(config: IngestConfig) -> dict[str, Any]:
     csv_path = Path(config.labels_csv) if config.labels_csv else None
     if csv_path is not None and not csv_path.is_file():
         raise ConfigError("labels CSV not found", path=csv_path)
-    found = discover(config.inputs, skip=[str(csv_path)] if csv_path else [], mask_suffix=config.mask_suffix)
-    rejects = Rejects(fail=config.on_error == "fail")
-    if not found.candidates:
+    urls = [dicomweb.check_url(i) for i in config.inputs if dicomweb.is_url(i)]
+    local = [i for i in config.inputs if not dicomweb.is_url(i)]
+    if not urls and (config.studies or config.query or config.cache):
+        raise ConfigError("--study, --query and --cache apply to DICOMweb inputs (http:// or https:// URLs)")
+    manifest = labels.read_sheet(csv_path) if csv_path else None
+    rejects = Rejects(fail=config.on_error == "fail",
+                      hasher=path_hasher(local, deid.site_secret()) if config.hash_paths else None)
+    found = discover(local, skip=[str(csv_path)] if csv_path else [], mask_suffix=config.mask_suffix) \
+        if local else Discovery()
+    if not found.candidates and not urls:
         where = ", ".join(config.inputs)
         why = f" ({found.rejects[0][1]})" if len(found.rejects) == 1 and not Path(found.rejects[0][0]).is_file() else ""
         raise NoUsableInputError(f"no readable DICOM or NIfTI files in {where}{why}")
-    for path, reason in found.rejects:
-        rejects.add(path, reason)
-    files = [Path(c.path) for c in found.candidates] + ([csv_path] if csv_path else [])
-    run_key = store.hash_files(files, key_config(config))
-    skip_if_done(output, run_key, config.overwrite, hdf5_record(_summary_from_attrs))
-    manifest = labels.read_manifest(csv_path) if csv_path else None
     from medcondense.console import progress
 
+    listing = list_remote(config, urls, manifest, progress) if urls else None
+    for path, reason in found.rejects:
+        rejects.add(path, reason)
+    check_memory(found.candidates, config)
+    files = [Path(c.path) for c in found.candidates] + ([csv_path] if csv_path else [])
+    extra = key_config(config, protocol) | ({"dicomweb_listing": listing.digest()} if listing else {})
+    run_key = store.hash_files(files, extra)
+    skip_if_done(output, run_key, config.overwrite, hdf5_record(_summary_from_attrs))
+
     with mapper(config.workers) as pool_map:
-        ctx = Context(config, options, deid.site_secret(), manifest, rejects, pool_map)
+        ctx = Context(config, options, deid.site_secret(), manifest, rejects, pool_map, protocol=protocol)
         dicoms = [c for c in found.candidates if c.kind == "dicom"]
         niftis = [c for c in found.candidates if c.kind == "nifti"]
         headers = read_dicom_headers(ctx, dicoms)
+        if listing is not None:
+            headers += dicomweb.read_headers(listing, label_tag=config.label_tag, cache=config.cache, reject=rejects.add,
+                                             allow_burned_in=config.allow_burned_in)
+        if isinstance(manifest, labels.KeyedSheet):
+            manifest.check_matched(headers)
         units, size_rejects = dicom.group_units(headers)
         for path, reason in size_rejects:
             rejects.add(path, reason)
-        with progress("ingest", total=len(units) + (1 if niftis else 0)) as bar:
+        with progress("ingest" if listing is None else "retrieve", total=len(units) + (1 if niftis else 0)) as bar:
             for unit in units:
                 ingest_dicom_unit(ctx, unit)
                 bar.advance()
+                if listing is not None:
+                    bar.update(status=f"{len(ctx.out.images)} images from {ctx.out.units} series")
             if niftis:
                 ingest_nifti(ctx, niftis)
                 bar.advance()
@@ -495,12 +672,18 @@ def _finish(ctx: Context, output: Path, run_key: str, report: Path, started: flo
     """Normalize, split and write the collected images; build the summary."""
     cfg, out = ctx.config, ctx.out
     images = stack_images(out.images)
-    index = labels.class_index(out.labels)
-    class_names = sorted(index)
+    class_names = protocol_classes(ctx.protocol, out.labels) if ctx.protocol else sorted(labels.class_index(out.labels))
+    index = {name: i for i, name in enumerate(class_names)}
     y = np.array([index[name] for name in out.labels], dtype=np.int64)
     codes = split.assign(out.patients, list(y), out.fixed_split, ctx.options.fractions, cfg.seed)
     train = codes == store.SPLIT_TRAIN
-    params = normalize.fit(images, train, cfg.normalize, tuple(cfg.percentiles))
+    pinned = ctx.protocol.pinned_params() if ctx.protocol else None
+    if pinned is not None and cfg.normalize == ctx.protocol.normalization["method"]:
+        params = pinned  # the source site's constants: every site lands in one intensity space
+    else:
+        params = normalize.fit(images, train, cfg.normalize, tuple(cfg.percentiles))
+    if ctx.protocol:
+        warn_classes_without_train(class_names, y, train)
     images = normalize.apply(images, cfg.normalize, params)
     modality = cfg.modality or (out.modalities.most_common(1)[0][0] if out.modalities else "OT")
     if len(out.modalities) > 1 and not cfg.modality:
@@ -511,7 +694,11 @@ def _finish(ctx: Context, output: Path, run_key: str, report: Path, started: flo
         "size": cfg.size, "normalization": cfg.normalize, "axis": cfg.axis, "slices": cfg.slices,
         "channels": cfg.channels, "resample": "SimpleITK linear, centred square pad, block-mean anti-alias",
     }
-    paths = list(cfg.inputs) + [str(output)] + ([cfg.labels_csv] if cfg.labels_csv else [])
+    paths = list(cfg.inputs) + [str(output)] + ([cfg.labels_csv] if cfg.labels_csv else []) \
+        + ([cfg.cache] if cfg.cache else []) + ([cfg.protocol] if cfg.protocol else [])
+    # study UIDs and query values identify patients' studies: placeholders, like paths
+    identifiers = [(uid, f"<study{i}>") for i, uid in enumerate(cfg.studies, 1)]
+    identifiers += [(cfg.query, "<query>")] if cfg.query else []
     from medcondense.provenance import make_provenance
 
     attrs = {
@@ -519,9 +706,19 @@ def _finish(ctx: Context, output: Path, run_key: str, report: Path, started: flo
         "normalization": normalize.normalization_attr(images, train, cfg.normalize, params),
         "preprocessing": preprocessing,
         "provenance": make_provenance(stage="ingest", config=config_to_dict(cfg), paths=paths,
-                                      input_hash=run_key, seed=cfg.seed, started=started),
+                                      input_hash=run_key, seed=cfg.seed, started=started,
+                                      identifiers=identifiers),
         "run_key": run_key,
+        # how many images their file flags as showing text or a face (kept with --allow-burned-in);
+        # copied into distilled sets, so every export can say BurnedInAnnotation YES
+        "burned_in_images": int(ctx.burned_in),
     }
+    if ctx.protocol:
+        preprocessing["protocol"] = {"content_hash": ctx.protocol.source.get("content_hash"),
+                                     "class_names": list(ctx.protocol.class_names)}
+    site_names = sorted({s for s in out.sites if s})
+    if site_names:
+        attrs["sites"] = site_names
     meta = {
         "source_path": np.array(out.sources, dtype=object),
         "series_key": np.array(out.series, dtype=object),

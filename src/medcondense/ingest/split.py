@@ -8,6 +8,7 @@ of each split close to the whole even with few patients.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -15,12 +16,27 @@ import numpy as np
 from medcondense.errors import ConfigError
 
 
+#: how far from 1 the three fractions may sum (rounding, e.g. 0.33,0.33,0.33)
+SUM_TOLERANCE = 0.011
+
+
 def check_fractions(fractions: tuple[float, ...] | list[float]) -> tuple[float, float, float]:
-    """Validate ``--split``: three non-negative numbers with a positive train part, normalized to 1."""
-    values = [float(v) for v in fractions]
-    if len(values) != 3 or any(v < 0 for v in values) or values[0] <= 0:
-        raise ConfigError(f"--split expects train,val,test fractions such as 0.7,0.15,0.15, got {fractions!r}")
+    """Validate ``--split``: three finite numbers >= 0, train > 0, summing to 1 within rounding
+    (then scaled to exactly 1)."""
+    try:
+        values = [float(v) for v in fractions]
+    except (TypeError, ValueError):
+        raise ConfigError(f"--split expects three numbers such as 0.7,0.15,0.15, got {fractions!r}") from None
+    shown = ",".join(str(v) for v in fractions) if isinstance(fractions, (list, tuple)) else repr(fractions)
+    if len(values) != 3:
+        raise ConfigError(f"--split expects three fractions train,val,test such as 0.7,0.15,0.15, got {shown}")
+    if not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"--split fractions must be finite numbers, got {shown}")
+    if any(v < 0 for v in values) or values[0] <= 0:
+        raise ConfigError(f"--split fractions must be >= 0 with a positive train part, got {shown}")
     total = sum(values)
+    if abs(total - 1.0) > SUM_TOLERANCE:
+        raise ConfigError(f"--split fractions must sum to 1, got {shown} (sum {total:g})")
     return tuple(v / total for v in values)  # type: ignore[return-value]
 
 

@@ -8,6 +8,7 @@ real data, its standardization and the random-subset/full baselines come from ev
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -22,7 +23,7 @@ from medcondense.console import progress
 from medcondense.device import describe_device, resolve_device, seed_everything
 from medcondense.errors import EXIT_GATE, ConfigError, NoUsableInputError
 from medcondense.evaluate.data import RealData, check_matches_real, load_real
-from medcondense.score import distance, predictor, privacy, proxies
+from medcondense.score import distance, membership, predictor, privacy, proxies
 from medcondense.score.embedding import cap_per_class, embed, random_nets, unit_rows
 from medcondense.train import standardize
 
@@ -34,10 +35,28 @@ __all__ = ["run", "render"]
 # --------------------------------------------------------------------------- inputs
 
 
+DEFAULT_IPCS = [1, 10, 50]
+
+
+def resolve_ipcs(config: ScoreConfig) -> list[int]:
+    """The indicator's IPCs: as given; by default 1,10,50, or none when a synthetic file is scored."""
+    value = config.ipc
+    if value is None:
+        return [] if config.syn else list(DEFAULT_IPCS)
+    if isinstance(value, (str, int)):
+        value = [v for v in str(value).split(",") if v.strip()]
+    try:
+        ipcs = [int(v) for v in value]
+    except (TypeError, ValueError):
+        raise ConfigError(f"--ipc must be positive integers, got {config.ipc}") from None
+    return ipcs
+
+
 def _check_options(config: ScoreConfig) -> None:
-    """Raise ConfigError for option values that cannot work."""
+    """Raise ConfigError for option values that cannot work (``config.ipc`` already resolved)."""
     if any(k < 1 for k in config.ipc):
         raise ConfigError(f"--ipc must be positive integers, got {config.ipc}")
+    _check_mia_options(config)
     for name in ("repeats", "epochs", "full_steps", "embed_nets", "max_per_class", "ssim_topk"):
         if getattr(config, name) < 1:
             raise ConfigError(f"score.{name} must be at least 1, got {getattr(config, name)}")
@@ -47,10 +66,52 @@ def _check_options(config: ScoreConfig) -> None:
         raise ConfigError(f"--cosine-threshold must lie in [-1, 1], got {config.cosine_threshold}")
 
 
-def _read_syn(path: str, real: store.ImageSet) -> store.ImageSet:
+def _mia_settings(config: ScoreConfig) -> membership.MIASettings:
+    nonmembers = config.mia_nonmembers
+    if isinstance(nonmembers, str):
+        nonmembers = [v.strip() for v in nonmembers.split(",") if v.strip()]
+    return membership.MIASettings(
+        loss=bool(config.mia), models=config.mia_models, shadows=config.mia_shadows or 0, nonmembers=list(nonmembers),
+        unit=config.mia_unit, epochs=config.mia_epochs or config.epochs, full_steps=config.full_steps,
+        train_aug=config.mia_train_aug, bootstrap=config.mia_bootstrap, seed=config.seed,
+    )
+
+
+def _mia_asked(config: ScoreConfig) -> bool:
+    """Whether the user asked for the membership audit explicitly (then its failures are errors)."""
+    return bool(config.mia or config.mia_shadows or config.max_mia_auc is not None or config.max_mia_tpr is not None)
+
+
+def _check_mia_options(config: ScoreConfig) -> None:
+    """ConfigError (exit 2) for membership-audit options that cannot work."""
+    if _mia_asked(config) and not config.syn:
+        raise ConfigError("--mia, --mia-shadows and the MIA gates audit a distilled set: give DATA and SYN")
+    membership.check_settings(_mia_settings(config))
+    membership.check_gate_values(config.max_mia_auc, config.max_mia_tpr)
+    if config.mia_train_aug not in ("none", "dsa"):
+        raise ConfigError(f"score.mia_train_aug {config.mia_train_aug!r}: expected none or dsa")
+    if isinstance(config.mia_bootstrap, bool) or not isinstance(config.mia_bootstrap, int) or config.mia_bootstrap < 100:
+        raise ConfigError(f"score.mia_bootstrap {config.mia_bootstrap!r}: expected a whole number >= 100")
+    if config.mia_epochs is not None and config.mia_epochs < 1:
+        raise ConfigError(f"score.mia_epochs must be at least 1, got {config.mia_epochs}")
+
+
+def _check_source(config: ScoreConfig, syn: store.ImageSet, real: RealData) -> None:
+    """``--mia`` judges a set against the data it came from: a recorded source hash must be DATA's."""
+    recorded = syn.attrs.get("source_hash")
+    if recorded and recorded != real.content_hash:
+        message = (f"was distilled from another file (source_hash {str(recorded)[:12]}...), not from "
+                   f"{config.data} (content_hash {real.content_hash[:12]}...): its members are not this file's train split")
+        if config.mia or config.mia_shadows:
+            raise ConfigError(message, path=config.syn)
+        log.warning("%s: %s; the set-distance audit below plays the wrong game", config.syn, message)
+
+
+def _read_syn(path: str, real: store.ImageSet, real_path: str, allow_mismatch: bool = False) -> store.ImageSet:
     syn = store.read(path)
     store.require_kind(syn, ("synthetic", "subset"), path, "expected a distilled (synthetic) or subset file as the second file")
-    check_matches_real(syn, real, path)
+    # the privacy audit compares the images with their own source: another source is an error here
+    check_matches_real(syn, real, path, real_path=real_path, allow_mismatch=allow_mismatch, source_must_match=True)
     if syn.n == 0:
         raise NoUsableInputError("holds no images", path=path)
     return syn
@@ -144,10 +205,94 @@ def _syn_report(config: ScoreConfig, syn: store.ImageSet, real_train: store.Imag
     if syn.kind == "subset":
         out["note"] = ("a subset is a coreset of REAL training images: every image is real by construction, "
                        "so the near-copies below are expected, not a leak discovered")
+    if syn.attrs.get("dp"):
+        out["dp"] = syn.attrs["dp"]
     return out
 
 
+def _membership_audit(config: ScoreConfig, syn: store.ImageSet, judge: RealData, nets, device) -> dict:
+    """The membership-inference audit (set distance always; loss with --mia; LiRA with --mia-shadows)."""
+    from medcondense.evaluate.baselines import BaselineCache
+
+    settings = _mia_settings(config)
+    inputs = membership.AuditInputs(
+        real=judge.image_set, real_path=config.data, content_hash=judge.content_hash, syn=syn, mean=judge.mean,
+        std=judge.std, nets=nets, embed=embed, device=device,
+        laterality=bool(judge.image_set.attrs.get("laterality", True)), cache=BaselineCache(config.data),
+        shadow_distill=_shadow_distiller(config, syn, judge, device) if settings.shadows else None,
+    )
+    steps = 3 + (4 if settings.loss or settings.shadows else 0) + settings.shadows
+    with progress("score: membership audit", total=steps) as bar:
+        audit = membership.run_audit(inputs, settings, tick=bar.advance)
+    return audit
+
+
+def _shadow_distiller(config: ScoreConfig, syn: store.ImageSet, judge: RealData, device):
+    """LiRA's shadows: the set's own method and settings, distilled from random halves of the game.
+
+    The settings come from the synthetic file's ``hyperparameters`` attribute; the half becomes the
+    train split of a temporary real file (deleted afterwards).
+    """
+    import tempfile
+    from pathlib import Path
+
+    from medcondense.config import DistillConfig
+    from medcondense.distill import pipeline as distill_pipeline
+
+    hp = syn.attrs.get("hyperparameters")
+    if not isinstance(hp, dict) or "method" not in hp:
+        raise ConfigError("--mia-shadows needs the set's distillation settings (attribute hyperparameters)",
+                          path=config.syn)
+    real = judge.image_set
+    game_rows = np.flatnonzero((real.split == store.SPLIT_TRAIN) |
+                               np.isin(real.split, [membership.NONMEMBER_SPLITS[s] for s in _mia_settings(config).nonmembers]))
+
+    def distill_half(inside: np.ndarray, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+        half = real.select(game_rows)
+        half.split = np.where(inside, store.SPLIT_TRAIN, store.SPLIT_TEST).astype(np.uint8)
+        half.attrs = {k: v for k, v in half.attrs.items() if k not in ("content_hash", "provenance")}
+        method = hp["method"]
+        options: dict[str, Any] = dict(ipc=int(hp.get("ipc") or syn.attrs.get("ipc") or 1), seed=seed,
+                                       device=config.device, overwrite=True)
+        extra = hp.get("extra") or {}
+        if method == "dp-dm":
+            dp = extra.get("dp", {})
+            options.update(method="dm", dp_epsilon=dp.get("epsilon"), dp_delta=dp.get("delta"), dp_clip=dp.get("clip", 1.0),
+                           dp_unit=dp.get("unit", "patient"), dp_queries=dp.get("queries", 50),
+                           dp_accountant=dp.get("accountant", "rdp"))
+        else:
+            options["method"] = method
+        if method in ("dc", "dsa", "dm", "dp-dm"):
+            options.update(iterations=hp.get("iterations"), lr_img=hp.get("lr_img"), batch_real=hp.get("batch_real"),
+                           aug=hp.get("aug") or ["none"])
+            if method != "dp-dm":
+                options["init"] = hp.get("init")
+            if method in ("dc", "dsa"):
+                options.update(outer_loop=hp.get("outer_loop"), inner_loop=hp.get("inner_loop"))
+        with tempfile.TemporaryDirectory(prefix="medcondense-shadow-") as tmp:
+            source, out = Path(tmp) / "half.h5", Path(tmp) / "shadow.h5"
+            store.write(source, half)
+            distill_pipeline.run(DistillConfig(input=str(source), output=str(out), checkpoint_every=0, **options))
+            shadow = store.read(out)
+        return standardize(shadow.images, judge.mean, judge.std), shadow.labels
+
+    return distill_half
+
+
 def _gate(config: ScoreConfig, syn_report: dict | None) -> int:
+    """Exit code of the gates: 5 when --fail-on-copies or an MIA gate fails, 3 when the MIA gates
+    cannot judge (splits not exchangeable), else 0; logs why."""
+    codes = [_copies_gate(config, syn_report)]
+    if syn_report is not None and "mia" in syn_report["privacy"]:
+        audit = {"mia": syn_report["privacy"]["mia"], "exchangeability": syn_report["privacy"]["mia_exchangeable"]}
+        code, reasons = membership.gate(audit, config.max_mia_auc, config.max_mia_tpr)
+        for reason in reasons:
+            log.error("%s: %s", config.syn, reason)
+        codes.append(code)
+    return EXIT_GATE if EXIT_GATE in codes else max(codes)
+
+
+def _copies_gate(config: ScoreConfig, syn_report: dict | None) -> int:
     """Exit code of the --fail-on-copies gate (0 or 5), logging why it failed."""
     if not config.fail_on_copies or syn_report is None:
         return 0
@@ -181,13 +326,16 @@ def run(config: ScoreConfig) -> dict:
     The result holds ``exit_code`` 5 when ``fail_on_copies`` is set and the gate fails.
     """
     started = time.time()
+    config = dataclasses.replace(config, ipc=resolve_ipcs(config))
     _check_options(config)
     if config.calibrate:
         return _run_calibrate(config)
     calibration, calibration_path = predictor.load_calibration(config.calibration)
     judge = load_real(config.data)  # kind real, train and test splits, standardized tensors
     real = judge.image_set
-    syn = _read_syn(config.syn, real) if config.syn else None
+    syn = _read_syn(config.syn, real, config.data, config.allow_mismatch) if config.syn else None
+    if syn is not None:
+        _check_source(config, syn, judge)
     device = resolve_device(config.device)
     seed_everything(config.seed)
     log.info("scoring %s on %s", config.data, describe_device(device))
@@ -224,6 +372,22 @@ def run(config: ScoreConfig) -> dict:
     }
     if syn is not None:
         result["syn"] = _syn_report(config, syn, real_train, train_index, nets, train_emb, train_y, mean, std, device)
+        try:
+            audit = _membership_audit(config, syn, judge, nets, device)
+        except NoUsableInputError as exc:
+            if _mia_asked(config):
+                raise
+            # the always-on set-distance attack does not fail a plain `score DATA SYN`: it says why it is absent
+            log.warning("membership audit skipped: %s", exc)
+            result["syn"]["privacy"]["mia_skipped"] = exc.message
+        else:
+            result["syn"]["privacy"].update(mia=audit["mia"], mia_game=audit["game"],
+                                            mia_exchangeable=audit["exchangeability"])
+    if config.per_site:
+        from medcondense.score.sites import per_site_report
+
+        syn_emb = _embed_all(nets, standardize(syn.images, mean, std).to(device)) if syn is not None else None
+        result["per_site"] = per_site_report(config, judge, syn, syn_emb, train_emb, device)
     result["wall_time_s"] = round(time.time() - started, 3)
     if config.output:
         write_json(config.output, result)
@@ -300,6 +464,44 @@ def _render_after(syn: dict, console: Any) -> None:
         console.print(f"pair saved: {path}", markup=False)
 
 
+def _ci(block: dict, key: str) -> str:
+    value, ci = block.get(key), block.get(f"{key}_ci")
+    if value is None:
+        return "-"
+    return f"{value:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+def _render_mia(syn: dict, console: Any) -> None:
+    from rich.table import Table
+
+    p = syn["privacy"]
+    if "mia" not in p:
+        return
+    game = p["mia_game"]
+    table = Table(title=(f"membership inference: {game['members']} members (train) vs {game['nonmembers']} "
+                         f"non-members ({'+'.join(game['nonmember_splits'])}), unit = {game['unit']}"))
+    for col in ("attack", "artefact", "AUC [95% CI]", "TPR at 1% FPR [CI]", "TPR at 0.1% FPR", "advantage", "s"):
+        table.add_column(col)
+    for attack, per in p["mia"].items():
+        for artefact, block in per.items():
+            name = attack + (f" ({block['space']})" if block.get("space") else "")
+            table.add_row(name, artefact, _ci(block, "auc"), _ci(block, "tpr_at_1pct_fpr"),
+                          "-" if block.get("tpr_at_0.1pct_fpr") is None else f"{block['tpr_at_0.1pct_fpr']:.3f}",
+                          f"{block['advantage']:.3f}", f"{block.get('seconds', 0):.1f}")
+    console.print(table)
+    verdict = p["mia_exchangeable"]
+    if not verdict["exchangeable"]:
+        console.print(f"splits not exchangeable: {verdict['reason']}", markup=False)
+    console.print("AUC 0.5 = members and non-members look alike; read TPR at low FPR for the exposed few. "
+                  "This report describes real patients: keep it with the real data, do not ship it with the set.",
+                  markup=False)
+    if syn.get("dp"):
+        dp = syn["dp"]
+        console.print(f"differential privacy: ({dp['epsilon']}, {dp['delta']})-DP per {dp['unit']}, epsilon spent "
+                      f"{dp['epsilon_spent']}, noise multiplier {dp['noise_multiplier']:.3f}, {dp['accountant']}",
+                      markup=False)
+
+
 def render(result: dict, console: Any) -> None:
     """Print the score as rich tables on ``console`` (stdout)."""
     if "per_ipc" in result and "calibration" in result and "ipc" not in result:
@@ -311,6 +513,25 @@ def render(result: dict, console: Any) -> None:
     if result.get("skipped"):
         console.print(f"{result.get('output')} is up to date", markup=False)
         return
-    _render_before(result, console)
+    if result.get("ipc") or not result.get("syn"):
+        _render_before(result, console)
     if result.get("syn"):
         _render_after(result["syn"], console)
+        _render_mia(result["syn"], console)
+    if result.get("per_site"):
+        _render_sites(result["per_site"], console)
+
+
+def _render_sites(per_site: dict, console: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title="per site: indicator (random / full at the site) and privacy audit against the site's train images")
+    for col in ("site", "train", "test", "full acc", "random / full by IPC", "near-copies"):
+        table.add_column(col)
+    for name, entry in per_site.items():
+        full = entry.get("full_data")
+        rel = ", ".join(f"{row['ipc']}: {row['random_rel']:.3f}" for row in entry.get("ipc", []) if row.get("random_rel") is not None)
+        privacy = entry.get("privacy")
+        table.add_row(name, str(entry["n_train"]), str(entry["n_test"]), f"{full['accuracy']:.3f}" if full else "-",
+                      rel or entry.get("note", "-"), str(privacy["near_copies"]) if privacy else "-")
+    console.print(table)

@@ -1,0 +1,381 @@
+"""Expert trajectories for MTT: ConvNets trained on the real train split, a snapshot per epoch.
+
+Training follows the reference ``buffer.py`` (GeorgeCazenavette/mtt-distillation): a fresh
+ConvNet, SGD at ``lr_teacher`` (0.01) without momentum or weight decay, batches of 256, DSA on
+every batch with one draw per image (the reference's ``DiffAugment`` with ``seed=-1``), and the
+flat parameter vector kept at initialization and after every epoch.
+
+The file (schema ``medcondense-experts/1``, docs/format.md) holds
+
+* ``/trajectories`` float32 ``[experts, epochs + 1, parameters]``, one chunk per snapshot (so
+  reading the two snapshots an MTT iteration needs touches two chunks),
+* ``/train_loss`` and ``/train_accuracy`` float32 ``[experts, epochs]``,
+* root attributes: ``schema``, ``kind="experts"``, ``key``, ``source_hash``, ``settings``,
+  ``parameter_names``, ``parameter_shapes``, ``num_parameters``, ``class_names``,
+  ``image_shape``, ``provenance``.
+
+The key is a digest of the input's content hash and every setting that changes the
+trajectories, so all IPCs of one data set share one file and a changed setting or input builds a
+new one. Writing is atomic expert by expert: each finished expert goes to
+``<file>.parts/expert_NNNNN.h5`` (atomically), an interrupted build resumes from the experts it
+has, and the final file is assembled (atomically) when all are done. Each expert draws from its
+own seeded generator, so a resumed build is bit-identical to an uninterrupted one.
+
+Expert files hold networks trained on real data: export, evaluate and merge refuse them
+(``store.read`` says why), so they do not travel with a synthetic set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medcondense import store
+from medcondense.atomic import atomic_path
+from medcondense.errors import ConfigError, StoreError
+
+log = logging.getLogger(__name__)
+
+EXPERTS_SCHEMA = store.EXPERTS_SCHEMA
+EXPERTS_KIND = "experts"
+#: attributes stored as plain strings; every other attribute is JSON (store.py's convention, so
+#: store.read recognizes an expert file and refuses it with a clear message)
+PLAIN_ATTRS = ("schema", "kind", "source_hash")
+PARTS_SUFFIX = ".parts"
+
+
+@dataclass(frozen=True)
+class ExpertSettings:
+    """Everything that changes the trajectories (part of the key)."""
+
+    num_experts: int
+    train_epochs: int
+    lr_teacher: float = 0.01
+    batch_train: int = 256
+    aug: tuple[str, ...] = ()
+    net: dict[str, Any] = field(default_factory=lambda: {"name": "convnet", "width": 128, "depth": 3, "norm": "instancenorm"})
+    seed: int = 0
+    amp: str = "off"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["aug"] = list(self.aug)
+        return out
+
+
+def experts_key(source_hash: str, settings: ExpertSettings) -> str:
+    """sha256 of the input's content hash, the settings and the schema (canonical JSON)."""
+    text = json.dumps({"schema": EXPERTS_SCHEMA, "source": source_hash, "settings": settings.to_dict()},
+                      sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def default_experts_path(input_path: str | Path, key: str, output: str | Path | None = None) -> Path:
+    """``<input>.experts/<key[:16]>.h5``; beside the output when the input's folder is read-only."""
+    input_path = Path(input_path)
+    name = f"{key[:16]}.h5"
+    folder = input_path.with_name(input_path.name + ".experts")
+    if _writable_folder(folder):
+        return folder / name
+    if output is not None:
+        output = Path(output)
+        fallback = output.with_name(input_path.name + ".experts")
+        log.warning("cannot write beside the input (%s is read-only); expert trajectories go to %s", input_path.parent, fallback)
+        return fallback / name
+    return folder / name
+
+
+def _writable_folder(folder: Path) -> bool:
+    if folder.exists():
+        return os.access(folder, os.W_OK)
+    return os.access(folder.parent, os.W_OK)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class Experts:
+    """An open expert file: settings, layout and lazy access to snapshots."""
+
+    path: Path
+    attrs: dict[str, Any]
+    num_experts: int
+    num_epochs: int  # training epochs; snapshots are 0..num_epochs
+    num_parameters: int
+
+    def snapshot(self, expert: int, epoch: int) -> torch.Tensor:
+        """The flat parameters of ``expert`` after ``epoch`` epochs (0 = initialization)."""
+        import h5py
+
+        if not (0 <= expert < self.num_experts and 0 <= epoch <= self.num_epochs):
+            raise IndexError(f"snapshot ({expert}, {epoch}) outside {self.num_experts} experts x {self.num_epochs + 1} snapshots")
+        with h5py.File(self.path, "r") as f:
+            return torch.from_numpy(np.asarray(f["trajectories"][expert, epoch], dtype=np.float32))
+
+    def curves(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-epoch train loss and accuracy, ``[experts, epochs]`` each."""
+        import h5py
+
+        with h5py.File(self.path, "r") as f:
+            return np.asarray(f["train_loss"]), np.asarray(f["train_accuracy"])
+
+
+def read_experts_attrs(path: str | Path) -> dict[str, Any]:
+    """Root attributes of an expert file (JSON decoded); StoreError when it is not one."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError("no such expert file", path=path)
+    try:
+        with h5py.File(path, "r") as f:
+            raw = dict(f.attrs)
+    except OSError:
+        raise StoreError("not an HDF5 file", path=path) from None
+    attrs: dict[str, Any] = {}
+    for name, value in raw.items():
+        if isinstance(value, bytes):
+            value = value.decode("utf-8")
+        if name in PLAIN_ATTRS or not isinstance(value, str):
+            attrs[name] = value
+            continue
+        try:
+            attrs[name] = json.loads(value)
+        except json.JSONDecodeError:
+            raise StoreError(f"attribute {name!r} is not valid JSON", path=path) from None
+    if attrs.get("schema") != EXPERTS_SCHEMA:
+        raise StoreError(f"not an expert trajectory file (schema {attrs.get('schema')!r}, expected {EXPERTS_SCHEMA})", path=path)
+    return attrs
+
+
+def open_experts(
+    path: str | Path, *, source_hash: str | None = None, parameter_names: list[str] | None = None,
+    parameter_shapes: list[list[int]] | None = None,
+) -> Experts:
+    """Open an expert file and check it fits this run.
+
+    Raises
+    ------
+    StoreError
+        Not an expert file, or damaged.
+    ConfigError
+        Trained on another input (content hash), or for another network (parameter layout).
+    """
+    import h5py
+
+    path = Path(path)
+    attrs = read_experts_attrs(path)
+    if source_hash is not None and attrs.get("source_hash") != source_hash:
+        raise ConfigError(
+            "these expert trajectories were trained on another input (content hash differs); "
+            "build them from this input (drop --experts) or pass the matching input", path=path,
+        )
+    if parameter_names is not None and (list(attrs.get("parameter_names", [])) != list(parameter_names)
+                                        or [list(s) for s in attrs.get("parameter_shapes", [])] != [list(s) for s in parameter_shapes or []]):
+        raise ConfigError(
+            f"these expert trajectories are for another network ({len(attrs.get('parameter_names', []))} tensors, "
+            f"{attrs.get('num_parameters')} parameters); use the same architecture settings", path=path,
+        )
+    try:
+        with h5py.File(path, "r") as f:
+            shape = f["trajectories"].shape
+    except (OSError, KeyError):
+        raise StoreError("damaged expert file (no /trajectories)", path=path) from None
+    return Experts(path, attrs, int(shape[0]), int(shape[1]) - 1, int(shape[2]))
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class BuildHooks:
+    """Callbacks; tests use ``after_expert`` to interrupt a build."""
+
+    after_expert: Callable[[int], None] | None = None
+
+
+def expert_seed(seed: int, expert: int) -> int:
+    """The seed of one expert (its initialization and its batches), independent of the others."""
+    digest = hashlib.sha256(f"medcondense-expert:{seed}:{expert}".encode()).digest()
+    return int.from_bytes(digest[:7], "little")
+
+
+def train_expert(
+    images: torch.Tensor, labels: torch.Tensor, num_classes: int, settings: ExpertSettings, expert: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train one expert as the reference ``buffer.py`` does.
+
+    Returns ``(trajectory [epochs + 1, P] float32, loss [epochs], accuracy [epochs])``.
+    """
+    from medcondense.distill.accelerate import autocast
+    from medcondense.augment import apply_aug, sample_params
+    from medcondense.nets import build_net
+
+    device = images.device
+    seed = expert_seed(settings.seed, expert)
+    net_cfg = dict(settings.net)
+    name = net_cfg.pop("name")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = build_net(name, images.shape[1], num_classes, images.shape[-1], **net_cfg).to(device)
+    net.train()
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.SGD(net.parameters(), lr=settings.lr_teacher, momentum=0.0, weight_decay=0.0)
+    ops = list(settings.aug)
+    snapshots = [_flat(net)]
+    losses, accuracies = [], []
+    n = images.shape[0]
+    for _ in range(settings.train_epochs):
+        order = torch.randperm(n, generator=generator).to(device)
+        total_loss, correct = 0.0, 0
+        for start in range(0, n, settings.batch_train):
+            idx = order[start : start + settings.batch_train]
+            x, y = images[idx], labels[idx]
+            if ops:
+                x = apply_aug(x, sample_params(ops, generator, device, per_sample=len(idx)))
+            with autocast(device, settings.amp):
+                logits = net(x)
+            loss = F.cross_entropy(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += float(loss.detach()) * len(idx)
+            correct += int((logits.detach().argmax(1) == y).sum())
+        losses.append(total_loss / n)
+        accuracies.append(correct / n)
+        snapshots.append(_flat(net))
+        if not np.isfinite(losses[-1]):
+            raise ConfigError(f"expert {expert} diverged (loss {losses[-1]}); lower --lr-teacher (now {settings.lr_teacher})")
+    return np.stack(snapshots), np.asarray(losses, np.float32), np.asarray(accuracies, np.float32)
+
+
+def _flat(net: torch.nn.Module) -> np.ndarray:
+    return torch.cat([p.detach().reshape(-1) for p in net.parameters()]).float().cpu().numpy()
+
+
+def parts_folder(path: Path) -> Path:
+    """Where finished experts wait until the file is assembled."""
+    return path.with_name(path.name + PARTS_SUFFIX)
+
+
+def part_path(path: Path, expert: int) -> Path:
+    return parts_folder(path) / f"expert_{expert:05d}.h5"
+
+
+def write_part(part: Path, key: str, trajectory: np.ndarray, loss: np.ndarray, accuracy: np.ndarray) -> None:
+    import h5py
+
+    with atomic_path(part) as tmp:
+        with h5py.File(tmp, "w", track_order=True) as f:
+            f.create_dataset("trajectory", data=trajectory, track_times=False)
+            f.create_dataset("train_loss", data=loss, track_times=False)
+            f.create_dataset("train_accuracy", data=accuracy, track_times=False)
+            f.attrs["key"] = key
+
+
+def _read_part(part: Path, key: str, epochs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """A finished expert, or None when the part is missing, damaged or from another key."""
+    import h5py
+
+    if not part.is_file():
+        return None
+    try:
+        with h5py.File(part, "r") as f:
+            stored = f.attrs.get("key")
+            stored = stored.decode() if isinstance(stored, bytes) else stored
+            if stored != key or f["trajectory"].shape[0] != epochs + 1:
+                return None
+            return np.asarray(f["trajectory"]), np.asarray(f["train_loss"]), np.asarray(f["train_accuracy"])
+    except (OSError, KeyError):
+        return None
+
+
+def build_experts(
+    path: str | Path, images: torch.Tensor, labels: torch.Tensor, num_classes: int, settings: ExpertSettings,
+    *, key: str, source_hash: str, class_names: list[str], progress: Any = None, hooks: BuildHooks | None = None,
+) -> Path:
+    """Train the experts that are not yet done and assemble the expert file at ``path``.
+
+    ``images`` are the standardized real train images. Returns ``path``.
+    """
+    from medcondense.nets import build_net
+
+    path = Path(path)
+    hooks = hooks or BuildHooks()
+    net_cfg = dict(settings.net)
+    name = net_cfg.pop("name")
+    probe = build_net(name, images.shape[1], num_classes, images.shape[-1], **net_cfg)
+    names = [n for n, _ in probe.named_parameters()]
+    shapes = [list(p.shape) for p in probe.parameters()]
+    started = time.time()
+    done = 0
+    for e in range(settings.num_experts):
+        part = part_path(path, e)
+        if _read_part(part, key, settings.train_epochs) is not None:
+            done += 1
+            if progress is not None:
+                progress.advance()
+            continue
+        t0 = time.time()
+        trajectory, loss, accuracy = train_expert(images, labels, num_classes, settings, e)
+        write_part(part, key, trajectory, loss, accuracy)
+        log.info("expert %d/%d: %d epochs in %.1f s, final train accuracy %.3f",
+                 e + 1, settings.num_experts, settings.train_epochs, time.time() - t0, float(accuracy[-1]) if len(accuracy) else float("nan"))
+        if progress is not None:
+            progress.advance()
+            progress.update(status=f"expert {e + 1}: train acc {float(accuracy[-1]) if len(accuracy) else 0:.3f}")
+        if hooks.after_expert is not None:
+            hooks.after_expert(e)
+    if done:
+        log.info("resumed the expert build: %d of %d experts were already trained", done, settings.num_experts)
+    assemble(path, key, settings, source_hash, class_names, names, shapes, images, started)
+    shutil.rmtree(parts_folder(path), ignore_errors=True)
+    return path
+
+
+def assemble(
+    path: Path, key: str, settings: ExpertSettings, source_hash: str, class_names: list[str],
+    names: list[str], shapes: list[list[int]], images: torch.Tensor, started: float,
+) -> None:
+    """Copy the finished experts into one file (atomically), one chunk per snapshot."""
+    import h5py
+
+    from medcondense import __version__
+
+    num_params = int(sum(int(np.prod(s)) for s in shapes))
+    e_count, epochs = settings.num_experts, settings.train_epochs
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", track_order=True) as f:
+            traj = f.create_dataset("trajectories", shape=(e_count, epochs + 1, num_params), dtype="float32",
+                                    chunks=(1, 1, num_params), track_times=False)
+            loss_ds = f.create_dataset("train_loss", shape=(e_count, epochs), dtype="float32", track_times=False)
+            acc_ds = f.create_dataset("train_accuracy", shape=(e_count, epochs), dtype="float32", track_times=False)
+            for e in range(e_count):
+                part = _read_part(part_path(path, e), key, epochs)
+                if part is None:
+                    raise StoreError(f"expert {e} vanished while assembling; rerun to rebuild it", path=part_path(path, e))
+                traj[e] = part[0]
+                loss_ds[e] = part[1]
+                acc_ds[e] = part[2]
+            attrs = {
+                "schema": EXPERTS_SCHEMA, "kind": EXPERTS_KIND, "key": key, "source_hash": source_hash,
+                "settings": settings.to_dict(), "parameter_names": names, "parameter_shapes": shapes,
+                "num_parameters": num_params, "class_names": list(class_names),
+                "image_shape": [int(s) for s in images.shape[1:]],
+                "provenance": {"tool": f"medcondense {__version__}", "torch": torch.__version__,
+                               "device": str(images.device), "wall_time_s": round(time.time() - started, 3)},
+            }
+            for name, value in attrs.items():
+                f.attrs[name] = value if name in PLAIN_ATTRS else json.dumps(value, sort_keys=True)
