@@ -83,10 +83,12 @@ def _command(world: int, launcher: str, args: list[str]) -> list[str]:
             "-m", "medcondense", *args]
 
 
-def run_cell(world: int, launcher: str, args: list[str], workdir: Path) -> dict:
+def run_cell(world: int, launcher: str, args: list[str], workdir: Path, threads: int | None = None) -> dict:
     """Run one command line; its JSON summary, wall time and the CPU time of its processes."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.time()
     proc = subprocess.run(_command(world, launcher, [*args, "--json", "-q", "--overwrite"]), cwd=workdir, env=env,
@@ -114,6 +116,9 @@ def cells(preset: dict) -> list[dict]:
             launcher = "plain" if world == 1 else "torchrun"
             out.append({"name": f"{method} W={world}", "kind": "distill", "method": method, "world": world,
                         "launcher": launcher, "args": [*base, "-o", f"{method}_w{world}.h5"]})
+        if method == "dm":  # one process with one thread: what each torchrun rank gets on a CPU
+            out.append({"name": f"{method} W=1 1-thread", "kind": "distill", "method": method, "world": 1,
+                        "launcher": "plain", "threads": 1, "args": [*base, "-o", f"{method}_w1t1.h5"]})
         if preset["one_rank"] and method == "dm":
             out.append({"name": f"{method} torchrun W=1", "kind": "distill", "method": method, "world": 1,
                         "launcher": "torchrun", "args": [*base, "-o", f"{method}_t1.h5"]})
@@ -145,6 +150,8 @@ def report(preset: dict, results: dict) -> list[dict]:
         if cell["kind"] == "inner0":
             continue
         single = results.get(f"{cell['method']} W=1" if cell["kind"] != "evaluate" else "evaluate W=1")
+        if name.endswith("1-thread"):
+            single = None
         speedup = single["seconds"] / seconds if single else None
         world = cell["world"]
         bound = classes / math.ceil(classes / world)
@@ -188,7 +195,7 @@ def main() -> None:
         if cell["name"] in results and not args.redo:
             continue
         print(f"running {cell['name']} ...", file=sys.stderr, flush=True)
-        measured = run_cell(cell["world"], cell["launcher"], cell["args"], workdir)
+        measured = run_cell(cell["world"], cell["launcher"], cell["args"], workdir, cell.get("threads"))
         results[cell["name"]] = {"cell": cell, "seconds": _seconds(cell, measured), "cpu_s": measured["cpu_s"],
                                  "command_wall_s": measured["command_wall_s"],
                                  "device": measured["summary"].get("device") or measured["summary"].get("protocol", {}).get("device")}
