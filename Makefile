@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[dev,codecs,pacs,dp]"
+	$(PY) -m pip install --quiet -e ".[dev,codecs,pacs,dp,tiff]"
 	touch $(STAMP)
 
 # The whole pipeline on the example data shipped in examples/data (ch2 T1 + AAL atlas):

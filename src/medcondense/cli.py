@@ -169,11 +169,11 @@ def _split_list(value: Optional[str]) -> Optional[list[str]]:
 # ingest ---------------------------------------------------------------------------------------
 @app.command()
 def ingest(
-    inputs: List[str] = typer.Argument(..., help="Folders or files of DICOM (found by content, DICOMDIR-aware) and/or NIfTI (.nii, .nii.gz), or DICOMweb roots (https://pacs.example/dicom-web; needs medcondense[pacs]).", show_default=False),
+    inputs: List[str] = typer.Argument(..., help="Folders or files of DICOM (found by content, DICOMDIR-aware) and/or NIfTI (.nii, .nii.gz); or of PNG/JPEG/TIFF images; or one MedMNIST-style .npz; or DICOMweb roots (https://pacs.example/dicom-web; needs medcondense[pacs]).", show_default=False),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output HDF5 [default: <workdir>/data.h5]."),
     size: Optional[int] = typer.Option(None, "--size", help="Output image size in pixels, e.g. 28, 32, 64, 128 [default: 64]."),
     spacing: Optional[float] = typer.Option(None, "--spacing", help="Resample in-plane to this spacing in mm before crop/resize [default: keep]."),
-    window: Optional[str] = typer.Option(None, "--window", help="auto | voi (the file's own) | brain | subdural | bone | lung | abdomen | mediastinum | C/W (e.g. 40/400) | percentile | none [default: auto: VOI for CT, percentile for MR/NIfTI]."),
+    window: Optional[str] = typer.Option(None, "--window", help="auto | voi (the file's own) | brain | subdural | bone | lung | abdomen | mediastinum | C/W (e.g. 40/400) | percentile | none [default: auto: VOI for CT, percentile for MR/NIfTI, as stored for PNG/JPEG/TIFF/npz]."),
     normalize: Optional[str] = typer.Option(None, "--normalize", help="window ([0,1]) | zscore | ct (clip 0.5/99.5 pct + z-score) [default: window]."),
     channels: Optional[str] = typer.Option(None, "--channels", help="grey (RGB -> luminance) | keep [default: grey]."),
     axis: Optional[int] = typer.Option(None, "--axis", help="NIfTI slicing axis in RAS: 0 sagittal, 1 coronal, 2 axial [default: 2]."),
@@ -195,6 +195,8 @@ def ingest(
     studies: Optional[List[str]] = typer.Option(None, "--study", help="DICOMweb: a StudyInstanceUID to read (repeatable) [default: the studies of a study/series/accession/patient-keyed --labels CSV]."),
     query: Optional[str] = typer.Option(None, "--query", help="DICOMweb: read the studies a QIDO-RS search finds, e.g. 'ModalitiesInStudy=CT&StudyDate=20200101-20201231'."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="DICOMweb: keep retrieved instances in this folder to resume a run (raw DICOM with patient data; warned) [default: memory only]."),
+    input_format: Optional[str] = typer.Option(None, "--input-format", help="auto (refuses a mix) | dicom (DICOM and NIfTI; images ignored) | images (PNG/JPEG/TIFF) | npz (MedMNIST layout) [default: auto]."),
+    class_names: Optional[str] = typer.Option(None, "--class-names", help="npz: comma-separated class names by label index, when no classes.json sits beside the file and medmnist is not installed."),
     seed: Optional[int] = SeedOpt,
     overwrite: Optional[bool] = OverwriteOpt,
     workdir: Optional[Path] = WorkdirOpt,
@@ -204,8 +206,8 @@ def ingest(
     quiet: bool = QuietOpt,
     verbose: int = VerboseOpt,
 ) -> None:
-    """Read DICOM/NIfTI (folders, files or a DICOMweb server) into a windowed, resampled,
-    normalized HDF5 data set.
+    """Read DICOM/NIfTI (folders, files or a DICOMweb server), PNG/JPEG/TIFF folders or a MedMNIST
+    npz into a windowed, resampled, normalized HDF5 data set.
 
     DICOMweb credentials come only from $MEDCONDENSE_DICOMWEB_TOKEN, or
     $MEDCONDENSE_DICOMWEB_USER and $MEDCONDENSE_DICOMWEB_PASSWORD, or ~/.netrc.
@@ -217,6 +219,10 @@ def ingest(
       medcondense ingest ./ct --window brain --size 64 --labels labels.csv -o ct.h5
 
       medcondense ingest ./mri --normalize zscore --slices central:20 --json
+
+      medcondense ingest ./derm_photos --channels keep -o derm.h5   # JPEG class folders
+
+      medcondense ingest pathmnist.npz --size 28 -o path.h5        # splits kept
 
       medcondense ingest ./site_b --protocol site_a.h5 --site b -o b.h5   # compatible with site a
 
@@ -235,6 +241,7 @@ def ingest(
         workers=workers, on_error=on_error, rejects=str(rejects) if rejects else None,
         protocol=str(protocol) if protocol else None, seed=seed, overwrite=overwrite,
         studies=studies or None, query=query, cache=str(cache) if cache else None,
+        input_format=input_format, class_names=_split_list(class_names),
     )
     cfg = _config_or_exit(lambda: build_config(IngestConfig, **_common(config, sets), **values))
     if cfg.protocol:
@@ -505,6 +512,7 @@ def export(
     report: Optional[List[Path]] = typer.Option(None, "--report", help="An evaluate or score JSON whose numbers go into the data card (repeatable)."),
     license: Optional[str] = typer.Option(None, "--license", help="Licence text for the data card [default: a reminder to choose one]."),
     allow_real: Optional[bool] = typer.Option(None, "--allow-real/--no-allow-real", help="Allow DICOM export of real images (subset or real sets); identifiers are stripped."),
+    png_bits: Optional[int] = typer.Option(None, "--png-bits", help="PNG: 8 or 16 bits per sample (16: grey sets only, for values 8 bits would quantise) [default: 8]."),
     overwrite: Optional[bool] = OverwriteOpt,
     config: Optional[List[Path]] = ConfigOpt,
     sets: Optional[List[str]] = SetOpt,
@@ -514,7 +522,8 @@ def export(
 ) -> None:
     """Write a set as PNG, NIfTI, DICOM Secondary Capture or MedMNIST-style npz, with a data card.
 
-    Formats: png (per image + class grid), nifti (modality values, affine from the spacing),
+    Formats: png (class folders torchvision ImageFolder and Hugging Face imagefolder read, metadata.csv,
+    grid.png beside them), nifti (modality values, affine from the spacing; dataset.json, a MONAI datalist),
     dicom (Secondary Capture, one series per class, no patient data, values restored to the
     ingest window), npz (MedMNIST keys train/val/test_images/_labels), card (CARD.md + card.json),
     protocol (protocol.yaml: the settings and class names other sites pass to ingest --protocol).
@@ -533,7 +542,7 @@ def export(
         ExportConfig, **_common(config, sets),
         input=str(data), output=str(output) if output else None, formats=_split_list(formats),
         stack=stack, uid_root=uid_root, report=[str(p) for p in report] if report else None,
-        license=license, allow_real=allow_real, overwrite=overwrite,
+        license=license, allow_real=allow_real, overwrite=overwrite, png_bits=png_bits,
     ))
     if cfg.output is None:
         cfg.output = str(Path(cfg.input).with_name(Path(cfg.input).stem + "_export"))

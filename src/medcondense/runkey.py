@@ -27,9 +27,9 @@ API::
     hdf5_record(summarize: Callable[[Path, dict], dict] | None = None) -> RecordReader
     json_record(output: Path) -> tuple[str | None, dict]
 
-Ingest's key is :func:`medcondense.store.hash_files` (input file bytes plus the options), which
-streams the files instead of hashing a JSON of them; it goes through :func:`skip_if_done` the same
-way.
+Ingest's key is :func:`medcondense.ingest.pipeline.run_key_of` (each input file's name and
+SHA-256, taken from the one read ingest makes of every file, plus the options); it goes through
+:func:`skip_if_done` the same way.
 """
 
 from __future__ import annotations

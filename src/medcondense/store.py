@@ -155,22 +155,58 @@ def _bytes_view(a: np.ndarray) -> memoryview | bytes:
 
 def content_hash(image_set: ImageSet) -> str:
     """SHA-256 of the arrays and the canonical attributes (not of file bytes, not of provenance)."""
-    h = hashlib.sha256()
-    for arr in (image_set.images, image_set.labels, image_set.split):
+    images = np.ascontiguousarray(image_set.images)
+    return _hash_parts(hashlib.sha256(), f"{images.dtype.str}{images.shape}", [images], image_set.labels,
+                       image_set.split, image_set.meta, image_set.attrs, image_set.kind, image_set.class_names)
+
+
+def _hash_parts(h: Any, images_header: str, image_chunks: Any, labels: np.ndarray, split: np.ndarray,
+                meta: dict[str, np.ndarray], attrs: dict[str, Any], kind: str, class_names: list[str]) -> str:
+    """The one definition of the content hash, fed whole arrays or image chunks (same bytes, same digest)."""
+    h.update(images_header.encode())
+    for chunk in image_chunks:
+        h.update(_bytes_view(np.ascontiguousarray(chunk)))  # no copy: large sets hash in place
+    for arr in (labels, split):
         a = np.ascontiguousarray(arr)
         h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(_bytes_view(a))  # no copy: large sets hash in place
-    for name in sorted(image_set.meta):
-        values = image_set.meta[name]
+        h.update(_bytes_view(a))
+    for name in sorted(meta):
+        values = meta[name]
         h.update(name.encode())
         if values.dtype.kind in "OUS":
             h.update("\x00".join(str(v) for v in values.tolist()).encode("utf-8"))
         else:
             h.update(_bytes_view(np.ascontiguousarray(values)))
-    attrs = {k: v for k, v in image_set.attrs.items() if k not in UNHASHED_ATTRS}
-    attrs.update(kind=image_set.kind, class_names=list(image_set.class_names))
+    attrs = {k: v for k, v in attrs.items() if k not in UNHASHED_ATTRS}
+    attrs.update(kind=kind, class_names=list(class_names))
     h.update(_canonical_json(attrs).encode())
     return h.hexdigest()
+
+
+def file_content_hash(path: str | Path, chunk: int = 512) -> tuple[str, str | None]:
+    """(recomputed, stored) content hash of a file, reading ``chunk`` images at a time, so that a
+    set larger than memory can be checked (what :func:`open_dataset` does once, in the parent).
+
+    Raises
+    ------
+    StoreError
+        Not a medcondense file, or inconsistent (as :func:`read`).
+    """
+    with _open(path) as f:
+        attrs = _decode_attrs(f.attrs, path)
+        _check_schema(attrs, path)
+        _validate_open_file(f, attrs, path)
+        images = f["images"]
+        n = images.shape[0]
+        header = f"{np.dtype(np.float32).str}{tuple(int(s) for s in images.shape)}"
+        chunks = (images[i : i + chunk].astype(np.float32, copy=False) for i in range(0, n, chunk))
+        meta = {name: _read_meta(ds) for name, ds in f["meta"].items()}
+        class_names = list(attrs.pop("class_names"))
+        kind = str(attrs.pop("kind"))
+        attrs.pop("schema", None)
+        digest = _hash_parts(hashlib.sha256(), header, chunks, f["labels"][()].astype(np.int64, copy=False),
+                             f["split"][()].astype(np.uint8, copy=False), meta, attrs, kind, class_names)
+    return digest, attrs.get("content_hash")
 
 
 def hash_files(paths: list[Path], extra: Any = None) -> str:
@@ -425,12 +461,7 @@ def read(path: str | Path, *, validate_content: bool = True, verify_hash: bool =
             images = f["images"][()].astype(np.float32, copy=False)
             labels = f["labels"][()].astype(np.int64, copy=False)
             split = f["split"][()].astype(np.uint8, copy=False)
-            meta = {}
-            for name, ds in f["meta"].items():
-                values = ds[()]
-                if ds.dtype.kind == "O" or h5_is_string(ds):
-                    values = np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values], dtype=object)
-                meta[name] = values
+            meta = {name: _read_meta(ds) for name, ds in f["meta"].items()}
         except (OSError, RuntimeError, UnicodeDecodeError) as exc:  # h5py: a chunk that does not decompress
             raise StoreError(f"damaged: a part of the file cannot be read ({type(exc).__name__}); "
                              "copy it again from its source", path=path) from None
@@ -447,6 +478,14 @@ def read(path: str | Path, *, validate_content: bool = True, verify_hash: bool =
     if verify_hash and stored and stored != content_hash(image_set):
         raise StoreError("content hash does not match the content: the file was altered or damaged", path=path)
     return image_set
+
+
+def _read_meta(ds: Any) -> np.ndarray:
+    """One meta dataset; strings decoded to an object array of str."""
+    values = ds[()]
+    if ds.dtype.kind == "O" or h5_is_string(ds):
+        values = np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values], dtype=object)
+    return values
 
 
 def h5_is_string(ds: Any) -> bool:

@@ -99,7 +99,7 @@ def test_png_per_image_and_grid(syn_h5: Path, syn_set, tmp_path: Path) -> None:
         pixels = np.asarray(Image.open(out / "png" / syn_set.class_names[label] / f"{name}.png"))
         assert pixels.dtype == np.uint8 and pixels.shape == (16, 16)
         assert np.abs(pixels / 255.0 - np.clip(syn_set.images[i, 0], 0, 1)).max() <= 0.5 / 255 + 1e-6
-    grid = Image.open(out / "png" / "grid.png")
+    grid = Image.open(out / "grid.png")  # beside png/, not inside it (#16)
     assert grid.size[0] > 100 and grid.size[1] > 100
 
 

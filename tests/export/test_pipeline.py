@@ -21,7 +21,7 @@ def test_all_formats_write_every_folder_and_the_card(cli, syn_h5: Path, tmp_path
     doc = json.loads(result.stdout)
     assert list(doc["formats"]) == ["png", "nifti", "dicom", "npz", "card"]
     assert doc["synthetic"] is True and doc["images"] == 12
-    for name in ("png/grid.png", "npz/syn.npz", "dicom/manifest.csv", "CARD.md", "card.json", "export.json"):
+    for name in ("grid.png", "png/metadata.csv", "dataset.json", "npz/syn.npz", "dicom/manifest.csv", "CARD.md", "card.json", "export.json"):
         assert (out / name).is_file(), name
     assert len(list((out / "dicom").rglob("*.dcm"))) == 12
     assert len(list((out / "nifti").rglob("*.nii.gz"))) == 12
@@ -80,7 +80,7 @@ def test_empty_existing_output_is_fine(cli, syn_h5: Path, tmp_path: Path) -> Non
     out = tmp_path / "out"
     out.mkdir()
     assert cli(syn_h5, "-o", out).exit_code == 0
-    assert (out / "png" / "grid.png").is_file()
+    assert (out / "grid.png").is_file()
 
 
 def test_overwrite_replaces_the_old_folder_whole(cli, syn_h5: Path, tmp_path: Path) -> None:

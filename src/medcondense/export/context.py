@@ -31,6 +31,7 @@ class ExportContext:
     uid_root : DICOM UID root, ending in a dot
     reports : evaluate/score reports given with ``--report`` (parsed JSON, by file name)
     license : licence text for the data card
+    png_bits : 8 or 16 (grey only) bits per PNG sample
     results : what the exporters run so far wrote, by format (the data card lists them)
     """
 
@@ -41,6 +42,7 @@ class ExportContext:
     uid_root: str | None = None
     reports: dict[str, Any] = field(default_factory=dict)
     license: str = ""
+    png_bits: int = 8
     results: dict[str, "FormatResult"] = field(default_factory=dict)
     intensity: IntensityMap = field(init=False)
 

@@ -11,10 +11,18 @@ viewers open with it. Layout, so that a viewer shows the image as the PNG does:
   preprocessing spacing, else 1 mm), in RAS.
 
 :func:`image_from_nifti_data` turns such data back into ``[C, H, W]``.
+
+Beside ``nifti/``, ``dataset.json`` is a MONAI datalist in the Medical Segmentation Decathlon
+style (``training``, ``validation``, ``test`` lists of ``{"image": "nifti/...", "label": k}``,
+paths relative to the file, ``labels`` naming the classes; a split with no images has no list, as
+MONAI's loader fails on an empty one), which
+``monai.data.load_decathlon_datalist("dataset.json", is_segmentation=False)`` reads. With
+``--stack`` (one file per class, no per-image file) no datalist is written.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +30,7 @@ import numpy as np
 from medcondense.export.context import ExportContext, FormatResult
 
 FOLDER = "nifti"
+DATALIST_NAME = "dataset.json"
 CHANNELS = None  # any channel count: channels go to the 4th dimension
 
 
@@ -34,8 +43,37 @@ def export(ctx: ExportContext, root: Path) -> FormatResult:
         files = _write_stacks(ctx, values, folders, out)
     else:
         files = _write_images(ctx, values, folders, out)
+        write_datalist(ctx, folders, root / DATALIST_NAME)
     notes = [f"values: {'modality units' if ctx.intensity.known else 'window space 0..1'} ({ctx.intensity.description})"]
-    return FormatResult(FOLDER, files, notes)
+    if not ctx.stack:
+        notes.append(f"{DATALIST_NAME}: MONAI datalist")
+    return FormatResult(FOLDER, files + (0 if ctx.stack else 1), notes)
+
+
+def write_datalist(ctx: ExportContext, folders: list[str], path: Path) -> None:
+    """``dataset.json`` (decathlon style) listing every image by split, paths relative to it."""
+    from medcondense import store
+
+    s = ctx.image_set
+    lists: dict[str, list[dict]] = {"training": [], "validation": [], "test": []}
+    key = {store.SPLIT_TRAIN: "training", store.SPLIT_VAL: "validation", store.SPLIT_TEST: "test"}
+    for name, label, code in zip(ctx.image_names(), s.labels.tolist(), s.split.tolist()):
+        lists[key[code]].append({"image": f"{FOLDER}/{folders[label]}/{name}.nii.gz", "label": int(label)})
+    kind = f"SYNTHETIC ({ctx.method})" if ctx.is_synthetic else f"{s.kind} images ({ctx.method})"
+    doc = {
+        "name": Path(ctx.input_name).stem,
+        "description": f"medcondense export of {ctx.input_name}: {kind}; one 2D image per file, classification",
+        "reference": "medcondense",
+        "licence": ctx.license or "",
+        "tensorImageSize": "3D",
+        "modality": {"0": str(s.attrs.get("modality") or "OT")},
+        "labels": {str(i): name for i, name in enumerate(s.class_names)},
+        "numTraining": len(lists["training"]),
+        "numValidation": len(lists["validation"]),
+        "numTest": len(lists["test"]),
+        **{key: items for key, items in lists.items() if items},  # MONAI fails on an empty list
+    }
+    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
 
 
 def _write_images(ctx: ExportContext, values: np.ndarray, folders: list[str], out: Path) -> int:

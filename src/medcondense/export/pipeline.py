@@ -88,7 +88,7 @@ def run(config: ExportConfig) -> dict[str, Any]:
     _check_output(out, key, config.overwrite)
     ctx = ExportContext(
         image_set=image_set, input_name=input_path.name, digest=digest, stack=config.stack,
-        uid_root=config.uid_root, reports=reports, license=config.license,
+        uid_root=config.uid_root, reports=reports, license=config.license, png_bits=config.png_bits,
     )
     if not ctx.intensity.known:
         log.warning("%s: %s", input_path.name, ctx.intensity.description)
@@ -110,6 +110,10 @@ def _check_allowed(image_set: store.ImageSet, formats: list[str], config: Export
             "--allow-real (identifiers are stripped either way)", path=path,
         )
     channels = image_set.image_shape[0]
+    if "png" in formats:
+        from medcondense.export.png import check_bits
+
+        check_bits(config.png_bits, channels)
     for name in formats:
         allowed = getattr(import_module(FORMATS[name]), "CHANNELS", None)
         if allowed is not None and channels not in allowed:
@@ -141,6 +145,7 @@ def _run_key(digest: str, formats: list[str], config: ExportConfig, reports: dic
     return {
         "input_hash": digest, "formats": formats, "stack": config.stack, "uid_root": config.uid_root,
         "license": config.license, "reports_hash": reports_hash, "tool_version": __version__,
+        **({"png_bits": config.png_bits} if config.png_bits != 8 else {}),  # old markers stay valid
     }
 
 

@@ -1,43 +1,87 @@
-"""PNG export: one 8-bit PNG per image in a folder per class, and a class-by-image grid.
+"""PNG export: one PNG per image in a folder per class, ``metadata.csv``, and a class-by-image grid.
 
-Grey values are the set's display range: the ingest window (0 = window bottom, 255 = top) or,
-without a window, the set's 0.5-99.5 percentile range (see :meth:`IntensityMap.to_display`).
-The grid shows at most :data:`GRID_MAX_PER_CLASS` images per class (a real set has thousands).
+The ``png/`` folder is laid out as torchvision's ``ImageFolder`` and Hugging Face's
+``imagefolder`` expect: nothing but class folders and ``metadata.csv`` (``file_name`` relative to
+``png/``, ``class_index``, ``class_name``, ``split``; no column named ``label``, which would clash
+with the label ``imagefolder`` infers from the folders). The grid is written beside ``png/``
+(``grid.png`` in the export folder): inside it would become a class (torchvision) or, being one
+level higher than the images, make ``imagefolder`` drop the labels.
+
+Grey values are the set's display range: the ingest window (0 = window bottom, top = window top)
+or, without a window, the set's 0.5-99.5 percentile range (see :meth:`IntensityMap.to_display`).
+``--png-bits 16`` writes 16-bit grey PNGs (0..65535) for sets whose values 8 bits would
+quantise. The grid shows at most :data:`GRID_MAX_PER_CLASS` images per class.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 from pathlib import Path
 
 import numpy as np
 
+from medcondense import store
+from medcondense.errors import ConfigError
 from medcondense.export.context import ExportContext, FormatResult, channels_last, to_uint8
 
 log = logging.getLogger(__name__)
 
 FOLDER = "png"
-GRID_NAME = "grid.png"
+BITS = (8, 16)
+METADATA_NAME = "metadata.csv"
+GRID_NAME = "grid.png"  # in the export folder, beside png/
 GRID_MAX_PER_CLASS = 10
 GRID_CELL_INCHES = 0.9
 CHANNELS = (1, 3)  # grey or RGB; other channel counts go to NIfTI
 
 
+def check_bits(bits: int, channels: int) -> None:
+    """ConfigError for a bit depth PNG export cannot write (16 bits: grey images only)."""
+    if bits not in BITS:
+        raise ConfigError(f"--png-bits must be 8 or 16, got {bits}")
+    if bits == 16 and channels != 1:
+        raise ConfigError(f"--png-bits 16 writes grey images; this set has {channels} channels "
+                          "(use --png-bits 8, or --format nifti for full precision)")
+
+
 def export(ctx: ExportContext, root: Path) -> FormatResult:
-    """Write ``root/png/<class>/<class>_<k>.png`` for every image and ``root/png/grid.png``."""
+    """Write ``root/png/<class>/<class>_<k>.png`` for every image, ``root/png/metadata.csv`` and
+    ``root/grid.png``."""
     from PIL import Image
 
     out = root / FOLDER
-    images = ctx.image_set.images
-    pixels = channels_last(to_uint8(ctx.intensity.to_display(images)))
+    s = ctx.image_set
+    check_bits(ctx.png_bits, s.image_shape[0])
+    display = ctx.intensity.to_display(s.images)
+    pixels8 = channels_last(to_uint8(display))
+    pixels = channels_last(to_uint16(display)) if ctx.png_bits == 16 else pixels8
     folders = ctx.class_dir_names()
-    for name, label, pix in zip(ctx.image_names(), ctx.image_set.labels.tolist(), pixels):
+    rows = []
+    for name, label, code, pix in zip(ctx.image_names(), s.labels.tolist(), s.split.tolist(), pixels):
         target = out / folders[label]
         target.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pix, mode="L" if pix.ndim == 2 else None).save(target / f"{name}.png")
-    write_grid(pixels, ctx.image_set.labels, ctx.image_set.class_names, out / GRID_NAME, title=_grid_title(ctx))
+        Image.fromarray(pix).save(target / f"{name}.png")  # uint8 -> L / RGB, uint16 -> I;16
+        rows.append((f"{folders[label]}/{name}.png", label, s.class_names[label], store.SPLIT_NAMES[code]))
+    write_metadata(out / METADATA_NAME, rows)
+    write_grid(pixels8, s.labels, s.class_names, root / GRID_NAME, title=_grid_title(ctx))
     notes = [] if ctx.intensity.window_applied else ["grey scale: the set's 0.5-99.5 percentile range"]
-    return FormatResult(FOLDER, ctx.image_set.n + 1, notes)
+    if ctx.png_bits == 16:
+        notes.append("16-bit grey PNGs (0..65535)")
+    return FormatResult(FOLDER, s.n + 2, notes)
+
+
+def to_uint16(display: np.ndarray) -> np.ndarray:
+    """[0, 1] floats -> uint16 0..65535 (rounded)."""
+    return np.round(np.clip(display, 0.0, 1.0) * 65535.0).astype(np.uint16)
+
+
+def write_metadata(path: Path, rows: list[tuple[str, int, str, str]]) -> None:
+    """``metadata.csv`` as Hugging Face ``imagefolder`` reads it (``file_name`` first)."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file_name", "class_index", "class_name", "split"])
+        writer.writerows(rows)
 
 
 def _grid_title(ctx: ExportContext) -> str:

@@ -7,6 +7,7 @@ is written out. Pixels go through the modality LUT (rescale slope/intercept) in 
 from __future__ import annotations
 
 import logging
+import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -116,48 +117,57 @@ def header_from_dataset(ds, path: str, root: str, label_tag: str | None = None, 
     """A :class:`Header` from a parsed dataset (a file's, or DICOMweb metadata with
     ``need_pixels=False``, which lists pixel data as a bulk-data reference or not at all)."""
     try:
-        if "Rows" not in ds or "Columns" not in ds:
-            return "not an image (no Rows/Columns: e.g. a report, structure set or DICOMDIR)"
-        if need_pixels and not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-            return "no pixel data"
-        burned = burned_in_reason(ds)
-        if burned and not allow_burned_in:
-            return (f"{burned} is YES: the pixels may show a name or a face (pass --allow-burned-in "
-                    "to keep such images; exports then say BurnedInAnnotation YES)")
-        label = None
-        if label_tag:
-            value = ds.get(label_tag)
-            label = None if value is None or str(value).strip() == "" else str(value).strip()
-        meta = getattr(ds, "file_meta", None)
-        ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-        thickness = first_value(ds.get("SpacingBetweenSlices")) or first_value(ds.get("SliceThickness")) or 0.0
-        center, width = first_value(ds.get("WindowCenter")), first_value(ds.get("WindowWidth"))
-        instance = ds.get("InstanceNumber")
-        return Header(
-            path=path, root=root,
-            series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
-            sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
-            patient_id=str(ds.get("PatientID", "") or "").strip(),
-            study_uid=str(ds.get("StudyInstanceUID", "") or ""),
-            accession=str(ds.get("AccessionNumber", "") or "").strip(),
-            modality=str(ds.get("Modality", "") or ""),
-            rows=int(ds.Rows), cols=int(ds.Columns),
-            frames=int(ds.get("NumberOfFrames", 1) or 1),
-            samples=int(ds.get("SamplesPerPixel", 1) or 1),
-            photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip(),
-            bits_stored=int(ds.get("BitsStored", 8) or 8),
-            transfer_syntax=ts,
-            pixel_spacing=_pixel_spacing(ds),
-            slice_spacing=float(thickness),
-            position=_floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
-            orientation=_floats(ds.get("ImageOrientationPatient"), 6),
-            instance=int(instance) if instance not in (None, "") else None,
-            voi=(center, width) if center is not None and width else None,
-            label=label,
-            burned_in=burned is not None,
-        )
+        return header_from(ds, path, root, label_tag, need_pixels=need_pixels, allow_burned_in=allow_burned_in)
     except Exception as exc:  # noqa: BLE001 - malformed values
         return f"malformed DICOM header ({type(exc).__name__})"
+
+
+def header_from(ds, path: str, root: str, label_tag: str | None = None, *, need_pixels: bool = True,
+                allow_burned_in: bool = False) -> Header | str:
+    """The :class:`Header` of a parsed file (a pydicom Dataset or a light one, see
+    :mod:`medcondense.ingest.dicomfast`, or DICOMweb metadata with ``need_pixels=False``, which lists
+    pixel data as a bulk-data reference or not at all), or the reason it is not an image.
+    Raises on malformed values (and ``dicomfast.NotLight`` for a light dataset that needs pydicom)."""
+    if "Rows" not in ds or "Columns" not in ds:
+        return "not an image (no Rows/Columns: e.g. a report, structure set or DICOMDIR)"
+    if need_pixels and not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        return "no pixel data"
+    burned = burned_in_reason(ds)
+    if burned and not allow_burned_in:
+        return (f"{burned} is YES: the pixels may show a name or a face (pass --allow-burned-in "
+                "to keep such images; exports then say BurnedInAnnotation YES)")
+    label = None
+    if label_tag:
+        value = ds.get(label_tag)
+        label = None if value is None or str(value).strip() == "" else str(value).strip()
+    meta = getattr(ds, "file_meta", None)
+    ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    thickness = first_value(ds.get("SpacingBetweenSlices")) or first_value(ds.get("SliceThickness")) or 0.0
+    center, width = first_value(ds.get("WindowCenter")), first_value(ds.get("WindowWidth"))
+    instance = ds.get("InstanceNumber")
+    return Header(
+        path=path, root=root,
+        series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
+        sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
+        patient_id=str(ds.get("PatientID", "") or "").strip(),
+        study_uid=str(ds.get("StudyInstanceUID", "") or ""),
+        accession=str(ds.get("AccessionNumber", "") or "").strip(),
+        modality=str(ds.get("Modality", "") or ""),
+        rows=int(ds.Rows), cols=int(ds.Columns),
+        frames=int(ds.get("NumberOfFrames", 1) or 1),
+        samples=int(ds.get("SamplesPerPixel", 1) or 1),
+        photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip(),
+        bits_stored=int(ds.get("BitsStored", 8) or 8),
+        transfer_syntax=ts,
+        pixel_spacing=_pixel_spacing(ds),
+        slice_spacing=float(thickness),
+        position=_floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
+        orientation=_floats(ds.get("ImageOrientationPatient"), 6),
+        instance=int(instance) if instance not in (None, "") else None,
+        voi=(center, width) if center is not None and width else None,
+        label=label,
+        burned_in=burned is not None,
+    )
 
 
 def read_header_task(args: tuple[str, str, str | None, bool]) -> Header | str:
@@ -191,7 +201,7 @@ def spacing_problems(positions: np.ndarray) -> tuple[float, list[str]]:
     if len(positions) < 2:
         return 0.0, []
     steps = np.diff(positions)
-    median = float(np.median(steps))
+    median = statistics.median(steps.tolist())  # np.median imports numpy.ma: 50 ms of start-up
     problems = []
     if median <= 0:
         return 0.0, ["slices share one position"]
@@ -303,7 +313,6 @@ def read_frames(path, frames: list[int] | None = None) -> np.ndarray:
         Missing codec (naming the transfer syntax), truncated or inconsistent pixel data.
     """
     import pydicom
-    from pydicom.pixels import apply_color_lut, apply_modality_lut
 
     if hasattr(path, "load"):
         ds = path.load()  # raises DecodeError with the reason
@@ -312,6 +321,13 @@ def read_frames(path, frames: list[int] | None = None) -> np.ndarray:
             ds = pydicom.dcmread(path, force=True)
         except Exception as exc:  # noqa: BLE001
             raise DecodeError(f"unreadable DICOM ({type(exc).__name__})") from None
+    return frames_from(ds, frames)
+
+
+def frames_from(ds, frames: list[int] | None = None) -> np.ndarray:
+    """:func:`read_frames` on a Dataset already read (with its pixel data)."""
+    from pydicom.pixels import apply_color_lut, apply_modality_lut
+
     ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     try:

@@ -4,8 +4,10 @@ DICOM is recognised by its content (the ``DICM`` marker after the 128-byte pream
 preamble-less files, a forced pydicom read that finds Rows and Columns), never by extension.
 A folder holding a ``DICOMDIR`` contributes exactly the files the DICOMDIR references. Hidden
 files and folders are skipped. Links to folders are followed, each real folder read once.
-Anything else (unreadable folders, link loops, dangling links, fifos, names that are not UTF-8)
-becomes a reject with its reason: nothing is dropped without a row.
+PNG, JPEG and TIFF images and MedMNIST ``.npz`` files are recognised by their signatures
+(:func:`medcondense.ingest.images.sniff`); which kinds are read is decided later
+(``--input-format``). Anything else (unreadable folders, link loops, dangling links, fifos, names
+that are not UTF-8) becomes a reject with its reason: nothing is dropped without a row.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ log = logging.getLogger(__name__)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DICOMDIR_NAME = "DICOMDIR"
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+KINDS = ("dicom", "nifti", "image", "npz")
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One file to read: its path, the input root it was found under, ``dicom`` or ``nifti``."""
+    """One file to read: its path, the input root it was found under, and its kind: ``dicom``,
+    ``nifti``, ``image`` (PNG/JPEG/TIFF) or ``npz``."""
 
     path: str
     root: str
@@ -190,6 +194,13 @@ def _walk(root: Path, skip: set[Path], rejects: list[tuple[str, str]]) -> list[P
     return [p for p in found if p.resolve() not in skip]
 
 
+def sniff(path: Path) -> str | None:
+    """``dicom`` (DICM marker), ``image`` or ``npz`` by the first bytes, else None."""
+    from medcondense.ingest.images import sniff as sniff_file
+
+    return sniff_file(path)
+
+
 def classify(path: Path, root: Path, rejects: list[tuple[str, str]]) -> Candidate | None:
     """A Candidate for an image file, or None (with a reject unless it is ignorable)."""
     if is_nifti(path):
@@ -197,7 +208,10 @@ def classify(path: Path, root: Path, rejects: list[tuple[str, str]]) -> Candidat
     if not os.access(path, os.R_OK):
         rejects.append((str(path), "cannot read the file (permission denied)"))
         return None
-    if is_dicom(path):
+    kind = sniff(path)  # by content, one read: the DICM marker, a PNG/JPEG/TIFF signature, an npz zip
+    if kind is not None:
+        return Candidate(str(path), str(root), kind)
+    if is_dicom(path):  # preamble-less DICOM
         return Candidate(str(path), str(root), "dicom")
     rejects.append((str(path), "neither DICOM (no DICM marker, no image tags) nor NIfTI (.nii/.nii.gz)"))
     return None
@@ -244,9 +258,9 @@ def discover(inputs: list[str], *, skip: list[str] | None = None, mask_suffix: s
             candidate = classify(path, root, result.rejects)
             if candidate is not None:
                 result.candidates.append(candidate)
-    log.info("found %d image files (%d DICOM, %d NIfTI), %d rejected", len(result.candidates),
-             sum(c.kind == "dicom" for c in result.candidates),
-             sum(c.kind == "nifti" for c in result.candidates), len(result.rejects))
+    log.info("found %d image files (%d DICOM, %d NIfTI, %d PNG/JPEG/TIFF, %d npz), %d rejected",
+             len(result.candidates), *(sum(c.kind == k for c in result.candidates) for k in KINDS),
+             len(result.rejects))
     return result
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from medcondense.errors import ConfigError
@@ -188,12 +189,20 @@ def folder_label(path: str | Path, root: str | Path) -> tuple[str, bool]:
     """Label from the first folder level under ``root``; (label, True) when the file sits directly
     in the root (the class is then the root folder's own name)."""
     path, root = Path(path), Path(root)
-    if root.is_file():
-        return (root.resolve().parent.name or "images"), True
+    is_file, own_name, parent_name = _root_names(str(root))
+    if is_file:
+        return parent_name, True
     rel = path.relative_to(root).parts if path.is_relative_to(root) else (path.name,)
     if len(rel) > 1:
         return rel[0], False
-    return (root.resolve().name or "images"), True
+    return own_name, True
+
+
+@lru_cache(maxsize=64)
+def _root_names(root: str) -> tuple[bool, str, str]:
+    """(is a file, own name, parent's name) of an input root, resolved once per run, not per file."""
+    resolved = Path(root).resolve()
+    return Path(root).is_file(), resolved.name or "images", resolved.parent.name or "images"
 
 
 def class_index(labels: list[str]) -> dict[str, int]:

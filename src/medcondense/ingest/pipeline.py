@@ -13,7 +13,6 @@ import logging
 import math
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,9 @@ from medcondense import interrupts, store
 from medcondense.atomic import atomic_path
 from medcondense.config import IngestConfig, config_to_dict, default_data_path
 from medcondense.errors import ConfigError, NoUsableInputError
-from medcondense.ingest import deid, dicom, dicomweb, labels, normalize, split
+from medcondense.ingest import deid, dicom, dicomweb, labels, normalize, onepass, split
+from medcondense.ingest import images as plain_images
+from medcondense.ingest import npz as npz_files
 from medcondense.ingest import protocol as proto
 from medcondense.ingest import window as win
 from medcondense.ingest.discover import Candidate, Discovery, discover, mask_for
@@ -241,6 +242,9 @@ class Context:
     windows: Counter = field(default_factory=Counter)
     burned_in: int = 0  # kept images whose file says BurnedInAnnotation/RecognizableVisualFeatures YES
     protocol: proto.Protocol | None = None
+    decoded: dict[str, onepass.FileRead] = field(default_factory=dict)  # images read with the header
+    class_order: list[str] | None = None  # class index order an input dictates (npz), else sorted names
+    digests: dict[str, str] = field(default_factory=dict)  # path -> SHA-256 of the file (run key)
 
 
 # ------------------------------------------------------------------------------ workers
@@ -317,6 +321,8 @@ def mapper(workers: int) -> Iterator[Callable[..., Iterable[Any]]]:
     if workers <= 1:
         yield lambda fn, items, chunksize=1: map(fn, items)
         return
+    from concurrent.futures import ProcessPoolExecutor  # only with --workers: 30 ms of start-up
+
     pool = ProcessPoolExecutor(max_workers=workers, initializer=interrupts.worker_init)
     try:
         yield lambda fn, items, chunksize=1: pool.map(fn, items, chunksize=max(1, chunksize))
@@ -415,7 +421,7 @@ def ingest_dicom_unit(ctx: Context, unit: dicom.Unit) -> None:
     if first.source is not None:  # DICOMweb: retrieved in bounded batches
         results = dicomweb.batched(ctx.mapper, dicom_task, [t for t, _, _ in todo])
     else:
-        results = ctx.mapper(dicom_task, [t for t, _, _ in todo], chunksize=max(1, len(todo) // (4 * cfg.workers)))
+        results = decoded_or_decode(ctx, todo)
     images: list[np.ndarray] = []
     kept: list[tuple[dicom.Header, int, float]] = []
     for (_, h, idx), result in zip(todo, results):
@@ -454,6 +460,19 @@ def ingest_dicom_unit(ctx: Context, unit: dicom.Unit) -> None:
         ctx.out.modalities[modality] += 1
         ctx.burned_in += int(h.burned_in)
     ctx.out.units += 1
+
+
+def decoded_or_decode(ctx: Context, todo: list[tuple[tuple, dicom.Header, list[int]]]) -> Iterator[Any]:
+    """``dicom_task`` results in ``todo`` order: the images decoded with the header where the
+    one-pass read made them, the others decoded now (in the pool)."""
+    pending = [t for t, h, _ in todo if h.path not in ctx.decoded]
+    computed = iter(ctx.mapper(dicom_task, pending, chunksize=max(1, len(pending) // (4 * ctx.config.workers))))
+    for _, h, _ in todo:
+        read = ctx.decoded.pop(h.path, None)
+        if read is None:
+            yield next(computed)
+        else:
+            yield read.error if read.error else (read.images, read.out_spacing)
 
 
 def ingest_nifti(ctx: Context, candidates: list[Candidate]) -> None:
@@ -497,15 +516,25 @@ def ingest_nifti(ctx: Context, candidates: list[Candidate]) -> None:
 
 
 def read_dicom_headers(ctx: Context, candidates: list[Candidate]) -> list[dicom.Header]:
-    """Headers of all DICOM candidates (in parallel with ``--workers``); rejects for bad ones."""
-    args = [(c.path, c.root, ctx.config.label_tag, ctx.config.allow_burned_in) for c in candidates]
+    """Headers of all DICOM candidates (in parallel with ``--workers``); rejects for bad ones.
+
+    Each file is read once (:mod:`onepass`): with ``--slices all`` its single-frame image is
+    decoded and shrunk in the same read (``ctx.decoded``), and its digest goes to the run key.
+    """
+    cfg = ctx.config
+    decode = ctx.options.slices[0] == "all"
+    args = [(c.path, c.root, cfg.label_tag, decode, cfg.size, cfg.spacing, cfg.channels, cfg.allow_burned_in)
+            for c in candidates]
     headers = []
-    chunk = max(1, len(args) // (8 * ctx.config.workers))
-    for c, result in zip(candidates, ctx.mapper(dicom.read_header_task, args, chunksize=chunk)):
-        if isinstance(result, str):
-            ctx.rejects.add(c.path, result)
-        else:
-            headers.append(result)
+    for c, result in zip(candidates, onepass.read_all(args, ctx.mapper, cfg.workers)):
+        if isinstance(result, tuple):
+            reason, ctx.digests[c.path] = result
+            ctx.rejects.add(c.path, reason)
+            continue
+        ctx.digests[c.path] = result.digest
+        headers.append(result.header)
+        if result.images is not None or result.error is not None:
+            ctx.decoded[c.path] = result
     return headers
 
 
@@ -580,6 +609,33 @@ def list_remote(config: IngestConfig, urls: list[str], sheet, progress) -> dicom
                                        advance=bar.advance)
 
 
+def file_digest(path: Path) -> str:
+    """SHA-256 of one file's bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run_key_of(files: list[Path], digests: dict[str, str], extra: dict[str, Any]) -> str:
+    """The run key: SHA-256 over each input file's name and content digest (in discovery order)
+    and ``extra`` (the options that change the output, and a DICOMweb listing's digest). Digests the one-pass read made are reused; the other
+    files (NIfTI, the CSV, or all of them for the no-op check) are hashed here."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in files:
+        digest = digests.get(str(path))
+        if digest is None:
+            digest = file_digest(path)
+        h.update(f"{path.name}\0{digest}\n".encode())
+    h.update(store.hash_files([], extra).encode())
+    return h.hexdigest()
+
+
 def rejects_path(config: IngestConfig, output: Path) -> Path:
     return Path(config.rejects) if config.rejects else output.with_name(output.name + ".rejects.csv")
 
@@ -620,7 +676,8 @@ def run(config: IngestConfig) -> dict[str, Any]:
     if not found.candidates and not urls:
         where = ", ".join(config.inputs)
         why = f" ({found.rejects[0][1]})" if len(found.rejects) == 1 and not Path(found.rejects[0][0]).is_file() else ""
-        raise NoUsableInputError(f"no readable DICOM or NIfTI files in {where}{why}")
+        raise NoUsableInputError(f"no readable DICOM or NIfTI files (nor PNG/JPEG/TIFF or MedMNIST npz) in {where}{why}")
+    found.candidates = plain_images.choose_inputs(found.candidates, config.input_format)
     from medcondense.console import progress
 
     listing = list_remote(config, urls, manifest, progress) if urls else None
@@ -629,13 +686,15 @@ def run(config: IngestConfig) -> dict[str, Any]:
     check_memory(found.candidates, config)
     files = [Path(c.path) for c in found.candidates] + ([csv_path] if csv_path else [])
     extra = key_config(config, protocol) | ({"dicomweb_listing": listing.digest()} if listing else {})
-    run_key = store.hash_files(files, extra)
-    skip_if_done(output, run_key, config.overwrite, hdf5_record(_summary_from_attrs))
+    if output.exists() and not config.overwrite:  # the no-op check needs the key before reading
+        skip_if_done(output, run_key_of(files, {}, extra), config.overwrite, hdf5_record(_summary_from_attrs))
 
     with mapper(config.workers) as pool_map:
         ctx = Context(config, options, deid.site_secret(), manifest, rejects, pool_map, protocol=protocol)
         dicoms = [c for c in found.candidates if c.kind == "dicom"]
         niftis = [c for c in found.candidates if c.kind == "nifti"]
+        pictures = [c for c in found.candidates if c.kind == "image"]
+        arrays = [c for c in found.candidates if c.kind == "npz"]
         headers = read_dicom_headers(ctx, dicoms)
         if listing is not None:
             headers += dicomweb.read_headers(listing, label_tag=config.label_tag, cache=config.cache, reject=rejects.add,
@@ -645,7 +704,8 @@ def run(config: IngestConfig) -> dict[str, Any]:
         units, size_rejects = dicom.group_units(headers)
         for path, reason in size_rejects:
             rejects.add(path, reason)
-        with progress("ingest" if listing is None else "retrieve", total=len(units) + (1 if niftis else 0)) as bar:
+        with progress("ingest" if listing is None else "retrieve",
+                      total=len(units) + (1 if niftis else 0) + (1 if pictures else 0) + len(arrays)) as bar:
             for unit in units:
                 ingest_dicom_unit(ctx, unit)
                 bar.advance()
@@ -654,6 +714,14 @@ def run(config: IngestConfig) -> dict[str, Any]:
             if niftis:
                 ingest_nifti(ctx, niftis)
                 bar.advance()
+            if pictures:
+                plain_images.ingest_images(ctx, pictures)
+                bar.advance()
+            for candidate in arrays:
+                ctx.class_order = npz_files.ingest_npz(ctx, candidate)
+                bar.advance()
+        ctx.decoded.clear()
+    run_key = run_key_of(files, ctx.digests, extra)
     if ctx.anonymous:
         log.warning("%d image(s) without a usable PatientID: grouped by study for the split", ctx.anonymous)
     report = rejects_path(config, output)
@@ -672,7 +740,12 @@ def _finish(ctx: Context, output: Path, run_key: str, report: Path, started: flo
     """Normalize, split and write the collected images; build the summary."""
     cfg, out = ctx.config, ctx.out
     images = stack_images(out.images)
-    class_names = protocol_classes(ctx.protocol, out.labels) if ctx.protocol else sorted(labels.class_index(out.labels))
+    if ctx.protocol:
+        class_names = protocol_classes(ctx.protocol, out.labels)
+    elif ctx.class_order:
+        class_names = list(ctx.class_order)
+    else:
+        class_names = sorted(labels.class_index(out.labels))
     index = {name: i for i, name in enumerate(class_names)}
     y = np.array([index[name] for name in out.labels], dtype=np.int64)
     codes = split.assign(out.patients, list(y), out.fixed_split, ctx.options.fractions, cfg.seed)
