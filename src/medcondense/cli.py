@@ -82,25 +82,36 @@ def _run_stage(
     verbose: int,
 ) -> None:
     """Run ``module.run(config)``, print its result, and exit with the right code."""
-    from medcondense import interrupts
+    from medcondense import distributed, interrupts
     from medcondense.console import setup_logging
 
-    setup_logging(verbose, quiet)
-    with interrupts.installed():  # SIGTERM behaves like Ctrl-C: clean-up, exit 130
-        _run_stage_body(module, config, as_json=as_json, verbose=verbose)
+    # under torchrun, ranks other than 0 log warnings only, prefixed "[rank r]", and draw no bar
+    main_rank = distributed.is_main_process()
+    setup_logging(verbose, quiet or not main_rank, prefix=distributed.rank_prefix())
+    try:
+        with interrupts.installed():  # SIGTERM behaves like Ctrl-C: clean-up, exit 130
+            _run_stage_body(module, config, as_json=as_json, verbose=verbose, main_rank=main_rank)
+    finally:
+        distributed.leave()
 
 
-def _run_stage_body(module: str, config: Any, *, as_json: bool, verbose: int) -> None:
-    """:func:`_run_stage` with the signal handlers in place."""
-    from medcondense import interrupts
+def _run_stage_body(module: str, config: Any, *, as_json: bool, verbose: int, main_rank: bool = True) -> None:
+    """:func:`_run_stage` with the signal handlers in place.
+
+    Under torchrun only rank 0 holds the output's lock and prints the result; every rank exits
+    with the same code (the stages hand rank 0's outcome to every rank).
+    """
+    from medcondense import distributed, interrupts
     from medcondense.atomic import output_lock
     from medcondense.console import stdout_console
 
     output = getattr(config, "output", None)
+    prefix = distributed.rank_prefix()
     interrupts.mark_final(output)
     try:
+        distributed.check_stage(module.split(".")[1])
         stage = import_module(module)
-        with output_lock(output) if output else nullcontext():
+        with output_lock(output) if output and main_rank else nullcontext():
             result = stage.run(config)
     except AlreadyDone as done:
         log.info("%s is up to date (same inputs and options); pass --overwrite to redo it", done.path)
@@ -109,24 +120,26 @@ def _run_stage_body(module: str, config: Any, *, as_json: bool, verbose: int) ->
     except MedcondenseError as exc:
         if verbose:
             log.exception("error")
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"{prefix}error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt as exc:
         interrupts.finish()
         what = "terminated (SIGTERM)" if isinstance(exc, interrupts.Terminated) else "interrupted"
         kept = f"; {output} unchanged" if output else ""
-        typer.echo(f"{what}{kept}", err=True)
+        typer.echo(f"{prefix}{what}{kept}", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except Exception as exc:  # a bug: say so in one line, traceback only with -v
         if verbose:
             log.exception("unexpected error")
         typer.echo(
-            f"error: unexpected {type(exc).__name__}: {exc} (a bug in medcondense; rerun with -v for the traceback)",
+            f"{prefix}error: unexpected {type(exc).__name__}: {exc} (a bug in medcondense; rerun with -v for the traceback)",
             err=True,
         )
         raise typer.Exit(EXIT_RUNTIME) from None
     interrupts.hold()  # the work is done: a signal while printing the result changes nothing
     exit_code = int(result.pop("exit_code", 0)) if isinstance(result, dict) else 0
+    if not main_rank:  # rank 0 prints the one result
+        raise typer.Exit(exit_code)
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
     elif hasattr(stage, "render"):

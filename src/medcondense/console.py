@@ -15,8 +15,11 @@ LOGGER_NAME = "medcondense"
 _state = {"quiet": False}
 
 
-def setup_logging(verbosity: int = 0, quiet: bool = False) -> None:
-    """Configure the ``medcondense`` logger: WARNING with ``-q``, INFO by default, DEBUG with ``-v``."""
+def setup_logging(verbosity: int = 0, quiet: bool = False, prefix: str = "") -> None:
+    """Configure the ``medcondense`` logger: WARNING with ``-q``, INFO by default, DEBUG with ``-v``.
+
+    ``prefix`` starts every line (``[rank r] `` for torchrun ranks other than 0).
+    """
     _state["quiet"] = quiet
     level = logging.WARNING if quiet else (logging.DEBUG if verbosity > 0 else logging.INFO)
     logger = logging.getLogger(LOGGER_NAME)
@@ -28,10 +31,10 @@ def setup_logging(verbosity: int = 0, quiet: bool = False) -> None:
         handler: logging.Handler = RichHandler(
             console=Console(stderr=True), show_time=False, show_path=False, markup=False
         )
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(logging.Formatter(prefix.replace("%", "%%") + "%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(prefix.replace("%", "%%") + "%(levelname)s: %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False

@@ -28,7 +28,8 @@ import logging
 from abc import ABC
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -146,6 +147,15 @@ class Method(ABC):
     #: whether the engine calls :meth:`backward` (which sets ``syn.grad``) instead of
     #: ``loss(...).backward()``
     writes_own_gradients: bool = False
+    #: whether the method runs under torchrun with its classes split over the ranks
+    #: (``Engine(classes=...)``): its loss of a class depends only on that class's synthetic
+    #: images, the network of an iteration only on the seeded global RNG and the generator, and
+    #: its own state (if any) is the same on every rank. DC, DSA and DM say True; a new method
+    #: is refused under torchrun (exit 2) until it says so (docs/distill.md, "Adding a method")
+    supports_class_shards: bool = False
+    #: why the method cannot be split (said in the exit-2 message under torchrun), e.g. MTT's
+    #: "one trajectory couples all classes"
+    class_shards_refusal: str = ""
     #: whether the loss is a sum over classes, logged per class (as the reference logs DC/DM);
     #: False: one loss for the whole set, logged as it is (MTT's trajectory distance)
     loss_per_class: bool = True
@@ -576,6 +586,11 @@ class Engine:
     classes : the class ids this process computes (``None``: all). Every process still draws the
         real batches and augmentation parameters of *every* class, so the generator advances the
         same way whichever classes it owns, and shards of one run agree with a single process.
+    group : the torchrun process group (:mod:`medcondense.distributed`; ``None``: one process).
+        With several ranks, each iteration ends with one tiny all-reduce (loss, non-finite flag,
+        stop flag), so every rank stops at the same iteration on Ctrl-C/SIGTERM or a NaN; the
+        synthetic set is combined (each row from the rank owning its class) before
+        :meth:`Method.between_updates` and for checkpoints and the result, which rank 0 writes.
     """
 
     def __init__(
@@ -591,7 +606,11 @@ class Engine:
         hooks: EngineHooks | None = None,
         config: dict[str, Any] | None = None,
         classes: list[int] | None = None,
+        group: Any = None,
     ):
+        from medcondense import distributed
+
+        self.group = group or distributed.SINGLE
         self.method = method
         self.hp = method.hp
         self.sampler = sampler
@@ -610,11 +629,40 @@ class Engine:
         self.classes = owned
         method.classes = owned
         method.sampler = sampler
+        owned_set = set(owned)
+        #: rows of the synthetic tensor whose class this process computes
+        self.owned_rows = torch.tensor([int(c) in owned_set for c in syn_labels.tolist()], dtype=torch.bool)
+        self._stop_requested = False
 
     def _save(self, state: LoopState) -> None:
-        if self.checkpoint is not None:
+        """Write ``state`` as the checkpoint; with several ranks a collective: every rank
+        contributes its classes' rows, rank 0 writes, then all wait for the file."""
+        if self.checkpoint is None:
+            return
+        if self.group.active:
+            state = self.combined(state)
+            if not self.group.is_main:
+                self.group.barrier("writing the checkpoint")
+                return
+        try:
             save_checkpoint(self.checkpoint, state, self.hp, self.run_key, self.source_hash, self.config)
-            log.debug("checkpoint at iteration %d: %s", state.iteration, self.checkpoint)
+        finally:
+            if self.group.active:
+                self.group.barrier("writing the checkpoint")
+        log.debug("checkpoint at iteration %d: %s", state.iteration, self.checkpoint)
+
+    def combined(self, state: LoopState) -> LoopState:
+        """``state`` with every row of the images and of the optimizer's momentum taken from the
+        rank that owns its class (a collective; ``state`` itself when there is one process)."""
+        if not self.group.active:
+            return state
+        syn = self.group.combine_rows(state.syn.detach().clone(), self.owned_rows, "combining the synthetic set")
+        optimizer_state = copy.deepcopy(state.optimizer_state)
+        for slot in (optimizer_state.get("state") or {}).values():
+            buffer = slot.get("momentum_buffer") if isinstance(slot, dict) else None
+            if isinstance(buffer, torch.Tensor) and buffer.shape == syn.shape:
+                slot["momentum_buffer"] = self.group.combine_rows(buffer.clone(), self.owned_rows, "combining the optimizer state")
+        return LoopState(state.iteration, syn, optimizer_state, state.generator_state, state.loss_curve, state.method_state)
 
     # -- loop -----------------------------------------------------------------------------
     def run(self, state: LoopState, progress: Any = None) -> LoopState:
@@ -640,6 +688,12 @@ class Engine:
             method.load_state_dict(_detached_copy(state.method_state))
         generator = torch.Generator().set_state(state.generator_state)
         good = state.snapshot()
+        with self._stop_flag_on_signals():
+            return self._loop(state, good, syn, optimizer, generator, progress)
+
+    def _loop(self, state: LoopState, good: LoopState, syn: torch.Tensor, optimizer: torch.optim.Optimizer,
+              generator: torch.Generator, progress: Any) -> LoopState:
+        hp, method = self.hp, self.method
         try:
             for it in range(state.iteration, hp.iterations + 1):
                 loss = self._iteration(it, syn, optimizer, generator)
@@ -653,7 +707,13 @@ class Engine:
                     self._save(good)
                 if self.hooks.after_iteration is not None:
                     self.hooks.after_iteration(it, loss)
+        except _Stop:
+            self._save(good)
+            where = f"; checkpoint kept at {self.checkpoint} (rerun with --resume)" if self.checkpoint else ""
+            raise Interrupted(f"interrupted after iteration {good.iteration - 1} on every rank{where}") from None
         except KeyboardInterrupt:
+            if self.group.active:  # this rank alone (outside the flag's reach): no collective save
+                raise Interrupted(f"rank {self.group.rank} interrupted after iteration {good.iteration - 1}") from None
             self._save(good)
             where = f"; checkpoint kept at {self.checkpoint} (rerun with --resume)" if self.checkpoint else ""
             raise Interrupted(f"interrupted after iteration {good.iteration - 1}{where}") from None
@@ -665,39 +725,89 @@ class Engine:
                 hint="lower --lr-img, or check the input for constant or extreme images",
             ) from None
         except RuntimeFailure as failure:
+            if self.group.active:
+                raise  # a failure of this rank alone: the others cannot join a collective save
             self._save(good)
             if self.checkpoint:
                 failure.message = f"{failure.message}; kept the checkpoint of iteration {good.iteration - 1} at {self.checkpoint}"
             raise
         except torch.OutOfMemoryError:
-            self._save(good)
+            if not self.group.active:
+                self._save(good)
             raise RuntimeFailure(
                 f"out of device memory at iteration {good.iteration} ({self.method.device})",
                 hint=f"lower --batch-real (now {hp.batch_real}), use --batch-classes off, or a smaller --ipc (now {hp.ipc})",
             ) from None
-        return good
+        return self.combined(good)
+
+    @contextmanager
+    def _stop_flag_on_signals(self) -> Iterator[None]:
+        """With several ranks, SIGINT/SIGTERM only set a flag that the next per-iteration
+        all-reduce carries, so every rank stops after the same iteration (and the checkpoint
+        write is not cut by torchrun forwarding the signal). One process: unchanged."""
+        import signal
+        import threading
+
+        if not self.group.active or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum: int, frame: Any) -> None:
+            if not self._stop_requested:
+                log.warning("signal %d: stopping every rank after the current iteration", signum)
+            self._stop_requested = True
+
+        previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+        try:
+            yield
+        finally:
+            if not self._stop_requested:  # after a stop, a late forwarded signal must not cut the exit short
+                signal.signal(signal.SIGINT, previous[0])
+                signal.signal(signal.SIGTERM, previous[1])
 
     def _iteration(self, it: int, syn: torch.Tensor, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> float:
         """One outer iteration; returns the mean loss per class and update (as the reference logs it)."""
         hp, method = self.hp, self.method
+        sharded = self.group.active
         torch.manual_seed(hp.seed + it)  # the iteration's fresh network: identical after resume
         state = method.begin_iteration(generator)
         total = 0.0
+        bad_value: float | None = None
         updates = method.updates_per_iteration
         for step in range(updates):
             optimizer.zero_grad(set_to_none=True)
-            if method.writes_own_gradients:
-                value = float(method.backward(state, syn, generator))
-                if not torch.isfinite(torch.tensor(value)):
-                    raise _NonFinite(it, value)
-            else:
-                value = self._loss_backward(it, state, syn, generator)
+            try:
+                if method.writes_own_gradients:
+                    value = float(method.backward(state, syn, generator))
+                    if not torch.isfinite(torch.tensor(value)):
+                        raise _NonFinite(it, value)
+                else:
+                    value = self._loss_backward(it, state, syn, generator)
+            except _NonFinite as bad:
+                if not sharded:
+                    raise
+                # the other ranks learn it from the all-reduce below; until then keep in step
+                bad_value = bad.value if bad_value is None else bad_value
+                value = 0.0
             optimizer.step()
             method.after_step(state)
             total += value
             if step < updates - 1:
+                if sharded:  # the network trains on the whole synthetic set: every class's rows
+                    with torch.no_grad():
+                        syn.copy_(self.group.combine_rows(syn.detach().clone(), self.owned_rows))
                 method.between_updates(state, syn.detach(), self.syn_labels, generator)
-        if not bool(torch.isfinite(syn.detach()).all()):  # a finite loss can still blow up the images
+        images_bad = not bool(torch.isfinite(syn.detach()[self.owned_rows.to(syn.device)]).all())
+        if sharded:
+            total, bad_count, stops = self.group.all_reduce_values(
+                [total, float(bad_value is not None or images_bad), float(self._stop_requested)])
+            if bad_count:
+                raise _NonFinite(it, bad_value if bad_value is not None else float("nan"))
+            if stops:
+                raise _Stop()
+        elif images_bad:  # a finite loss can still blow up the images
             raise _NonFinite(it, float("nan"))
         per = method.spec.num_classes if method.loss_per_class else 1
         return total / (per * updates)
@@ -721,6 +831,10 @@ class Engine:
             raise _NonFinite(it, value)
         loss.backward()
         return value
+
+
+class _Stop(Exception):
+    """Every rank agreed to stop after a signal (SIGINT/SIGTERM) reached at least one of them."""
 
 
 class _NonFinite(Exception):

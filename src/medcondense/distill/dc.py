@@ -76,6 +76,7 @@ class DCMethod(Method):
     preset_iterations = {"quick": 10, "paper": 1000}
     preset_batch_real = {"quick": 64, "paper": 256}
     uses_loops = True
+    supports_class_shards = True  # per-class loss; the network from the seeded global RNG
 
     @classmethod
     def refine(cls, hp: Hyperparameters, config: DistillConfig, device: torch.device) -> Hyperparameters:

@@ -32,6 +32,7 @@ class DMMethod(Method):
     preset_iterations = {"quick": 200, "paper": 20000}
     preset_batch_real = {"quick": 64, "paper": 256}
     uses_augmentation = True
+    supports_class_shards = True  # per-class loss; the network from the seeded global RNG
 
     @classmethod
     def refine(cls, hp: Hyperparameters, config: DistillConfig, device: torch.device) -> Hyperparameters:

@@ -38,6 +38,9 @@ class DPDMMethod(Method):
     preset_batch_real = {"quick": 64, "paper": 256}  # unused: no real batches are sampled
     uses_augmentation = True
     uses_real_batches = False
+    #: torchrun (docs/distributed.md): refused with exit 2, so the statistics are released once
+    class_shards_refusal = ("its noisy statistics are released once, from noise that is not the shared "
+                            "generator's (each rank would release its own)")
 
     @classmethod
     def refine(cls, hp: Hyperparameters, config: DistillConfig, device: torch.device) -> Hyperparameters:

@@ -359,6 +359,9 @@ class MTTMethod(Method):
     uses_augmentation = True
     uses_real_batches = False
     writes_own_gradients = True
+    #: torchrun (docs/distributed.md): refused with exit 2; splitting would need a gradient
+    #: all-reduce over each student step's minibatch
+    class_shards_refusal = "one expert trajectory couples all classes in every student step"
     loss_per_class = False
 
     def __init__(self, hp: Any, spec: Any, device: torch.device):

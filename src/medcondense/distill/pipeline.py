@@ -209,15 +209,18 @@ def run(config: DistillConfig, *, hooks: Any = None) -> dict[str, Any]:
     """Run the distill stage; return a JSON-able summary (see :func:`render`).
 
     ``hooks`` (an :class:`~medcondense.distill.base.EngineHooks`) lets tests and tools watch or
-    interrupt the loop.
+    interrupt the loop. Under torchrun every rank runs this; rank 0 alone writes
+    (docs/distributed.md).
     """
-    from medcondense.device import describe_device, resolve_device, seed_everything
+    from medcondense import distributed
+    from medcondense.device import seed_everything
 
     started = time.time()
     check_options(config)
     if not config.input or not config.output:
         raise ConfigError("distill needs an input file and an output file")
-    device = resolve_device(config.device)
+    check_distributed(config)
+    device = distributed.resolve_device(config.device)
     real = load_real(config.input, config.ipc)
     source_hash = str(real.attrs.get("content_hash") or store.content_hash(real))
     laterality = bool(real.attrs.get("laterality", True))
@@ -225,31 +228,78 @@ def run(config: DistillConfig, *, hooks: Any = None) -> dict[str, Any]:
     seed_everything(config.seed, config.deterministic)
     full_names = list(real.class_names)
     real, present = classes_with_train_images(real)
+    check_class_shards(config, real.num_classes)
+    private = None
+    if not is_coreset(config.method) and config.dp_epsilon is not None:
+        private = check_dp_input(config, real)
+    group = distributed.join(device)  # every check above passed on every rank
+    record = runkey.hdf5_record(_summary_from_attrs)
     if is_coreset(config.method):
         hp = _coreset_hyperparameters(config)
         run_key = run_key_for(source_hash, hp)
-        runkey.skip_if_done(output, run_key, config.overwrite, runkey.hdf5_record(_summary_from_attrs))
-        result = _run_coreset(config, real, hp, device)
+        group.on_main(lambda: runkey.skip_if_done(output, run_key, config.overwrite, record), "checking the output")
+        result = group.on_main(lambda: _run_coreset(config, real, hp, device), "selecting the coreset")
     else:
-        private = check_dp_input(config, real) if config.dp_epsilon is not None else None
-        hp_obj = resolve_hyperparameters(config, device, laterality)
+        # rank 0 resolves (auto switches depend on the machine): every rank runs the same settings
+        hp_obj = Hyperparameters(**group.broadcast(resolve_hyperparameters(config, device, laterality).to_dict()))
         hp = hp_obj.to_dict()
         if config.experts_only:
             return _prepare_only(config, real, hp_obj, source_hash, device, started)
         run_key = run_key_for(source_hash, hp)
-        runkey.skip_if_done(output, run_key, config.overwrite, runkey.hdf5_record(_summary_from_attrs))
-        result = _run_synthetic(config, real, hp_obj, run_key, source_hash, device, hooks, private)
+        group.on_main(lambda: runkey.skip_if_done(output, run_key, config.overwrite, record), "checking the output")
+        result = _run_synthetic(config, real, hp_obj, run_key, source_hash, device, hooks, private, group)
+    write = lambda: _write_output(config, result, output, source_hash, hp, run_key, device, started, group,  # noqa: E731
+                                  present, full_names)
+    return group.on_main(write, "writing the output") or {}
+
+
+def check_distributed(config: DistillConfig) -> None:
+    """Under torchrun with several ranks: refuse what cannot be split (before the group starts,
+    so every rank exits 2 the same way)."""
+    from medcondense import distributed
+
+    world = distributed.world_size()
+    if world == 1 or is_coreset(config.method):
+        return  # a coreset is picked on rank 0
+    cls = method_class(synthetic_method_name(config))
+    if not getattr(cls, "supports_class_shards", False):
+        reason = getattr(cls, "class_shards_refusal", "") or "it does not declare supports_class_shards"
+        raise ConfigError(
+            f"--method {config.method} cannot be split over {world} processes: {reason}; "
+            "run it as one process (without torchrun, or --nproc_per_node 1)"
+        )
+
+
+def check_class_shards(config: DistillConfig, num_classes: int) -> None:
+    """More ranks than classes (with train images) leaves a rank with nothing to compute: exit 2."""
+    from medcondense import distributed
+
+    world = distributed.world_size()
+    if world > num_classes and not is_coreset(config.method):
+        raise ConfigError(
+            f"{world} processes but only {num_classes} classes with train images: distill splits classes "
+            f"over the processes; start at most {num_classes} (torchrun --nproc_per_node {num_classes})",
+            path=config.input,
+        )
+
+
+def _write_output(config: DistillConfig, result: dict[str, Any], output: Path, source_hash: str, hp: dict,
+                  run_key: str, device: torch.device, started: float, group: Any, present: np.ndarray,
+                  full_names: list[str]) -> dict[str, Any]:
+    """Rank 0: write the output file, drop the checkpoint, return the summary."""
+    from medcondense.device import describe_device
+
     out_set = result.pop("image_set")
     out_set.labels = present[out_set.labels]  # back to the input's class indices
     out_set.class_names = full_names
     if result.get("dp") is not None:
         # DP: nothing computed from the private data but the released statistics' consequences
         out_set.attrs.update(method=config.method, ipc=config.ipc, hyperparameters=hp, dp=result["dp"],
-                             provenance=_provenance(config, None, device, started, hp, result))
+                             provenance=_provenance(config, None, device, started, hp, result, group))
     else:
         out_set.attrs.update(
             method=config.method, ipc=config.ipc, source_hash=source_hash, hyperparameters=hp, run_key=run_key,
-            provenance=_provenance(config, source_hash, device, started, hp, result),
+            provenance=_provenance(config, source_hash, device, started, hp, result, group),
         )
     digest = store.write(output, out_set, overwrite=True)
     checkpoint = checkpoint_path_for(output)
@@ -265,6 +315,8 @@ def run(config: DistillConfig, *, hooks: Any = None) -> dict[str, Any]:
     }
     if result.get("dp") is not None:
         summary["source_hash"] = None  # not in the file either; --json shows `units` (the file does not)
+    if group.active:
+        summary["world_size"] = group.world_size
     return summary
 
 
@@ -276,15 +328,19 @@ def _decoded_count(out_set: store.ImageSet) -> dict[str, int]:
     return {"decoded_images": out_set.n * factor * factor} if factor > 1 else {}
 
 
-def _provenance(config: DistillConfig, source_hash: str | None, device: torch.device, started: float, hp: dict, result: dict) -> dict:
+def _provenance(config: DistillConfig, source_hash: str | None, device: torch.device, started: float, hp: dict,
+                result: dict, group: Any = None) -> dict:
     from medcondense.device import describe_device
     from medcondense.provenance import make_provenance
 
+    extra = {"hyperparameters": hp, "resumed_from": result.get("resumed_from"),
+             "seconds_per_iteration": result.get("seconds_per_iteration")}
+    if group is not None and group.active:  # not in the run key: any world size makes the same images
+        extra["distributed"] = group.describe()
     return make_provenance(
         stage="distill", config=config_to_dict(config), paths=[config.input, config.output],
         input_hash=source_hash, seed=config.seed, device=describe_device(device), started=started,
-        extra={"hyperparameters": hp, "resumed_from": result.get("resumed_from"),
-               "seconds_per_iteration": result.get("seconds_per_iteration")},
+        extra=extra,
     )
 
 
@@ -401,7 +457,7 @@ def _coreset_init(rule: str, sampler: RealSampler, wanted: int, generator: torch
 
 def _run_synthetic(
     config: DistillConfig, real: store.ImageSet, hp: Hyperparameters, run_key: str, source_hash: str,
-    device: torch.device, hooks: Any, private: tuple[Any, np.ndarray | None, int] | None = None,
+    device: torch.device, hooks: Any, private: tuple[Any, np.ndarray | None, int] | None = None, group: Any = None,
 ) -> dict[str, Any]:
     from medcondense.console import progress
     from medcondense.train import destandardize
@@ -415,11 +471,18 @@ def _run_synthetic(
         method.set_private_data(x, y.cpu().numpy(), private[1])
     checkpoint = checkpoint_path_for(config.output)
     state, resumed_from, method = _start_state(config, method, hp, sampler, spec, device, checkpoint, run_key, source_hash)
+    _check_same_start(group, state.iteration, checkpoint)
     facts = _prepare(method, config, real, x, y, source_hash)
+    from medcondense import distributed
+
+    group = group or distributed.SINGLE
+    classes = group.mine(spec.num_classes) if group.active else None  # round-robin class shards
     engine = Engine(method, sampler, syn_labels, checkpoint=checkpoint, checkpoint_every=config.checkpoint_every,
-                    run_key=run_key, source_hash=source_hash, hooks=hooks, config=config_to_dict(config))
-    log.info("distilling %s: %d classes x IPC %d, %d iterations (from %d) on %s; hyper-parameters %s",
-             hp.method, spec.num_classes, hp.ipc, hp.iterations, state.iteration, device, _short_hp(hp))
+                    run_key=run_key, source_hash=source_hash, hooks=hooks, config=config_to_dict(config),
+                    classes=classes, group=group)
+    shard = f"; rank {group.rank} of {group.world_size} computes classes {classes}" if group.active else ""
+    log.info("distilling %s: %d classes x IPC %d, %d iterations (from %d) on %s; hyper-parameters %s%s",
+             hp.method, spec.num_classes, hp.ipc, hp.iterations, state.iteration, device, _short_hp(hp), shard)
     t0 = time.time()
     with progress(f"distill {hp.method}", total=hp.iterations + 1 - state.iteration) as bar:
         final = engine.run(state, progress=bar)
@@ -460,6 +523,20 @@ def _dp_safe_attrs(real: store.ImageSet) -> dict[str, Any]:
     out["normalization"] = {"method": "window", "params": {}, "standardization": "fixed",
                             "mean": [dp.FIXED_MEAN] * c, "std": [dp.FIXED_STD] * c}
     return out
+
+
+def _check_same_start(group: Any, iteration: int, checkpoint: Path) -> None:
+    """Every rank must start from the same iteration: a rank that cannot see rank 0's checkpoint
+    (no shared file system) would start over and the ranks would fall out of step."""
+    if group is None or not group.active:
+        return
+    starts = group.all_gather(iteration, "comparing the ranks' start")
+    if len(set(starts)) > 1:
+        raise ConfigError(
+            f"the ranks would start from different iterations {starts} (rank order): not every rank "
+            "sees the same checkpoint; keep input, output and checkpoint on a file system all nodes share",
+            path=checkpoint,
+        )
 
 
 def _start_state(config, method, hp, sampler, spec, device, checkpoint, run_key, source_hash) -> tuple[LoopState, int | None, Method]:

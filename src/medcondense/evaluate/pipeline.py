@@ -86,10 +86,15 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
     from medcondense.device import describe_device
     from medcondense.provenance import make_provenance
 
+    from medcondense import distributed
+
     started = time.time()
     _check_config(config)
     reals = real_paths(config.real)
     if len(reals) > 1 or config.per_site:
+        if distributed.world_size() > 1:
+            raise ConfigError("cross-site evaluation (several --real files or --per-site) runs as one process, "
+                              "not under torchrun with several processes")
         return run_cross_site(config, reals, started)
     if not reals:
         raise ConfigError("give the real data set to test on with --real")
@@ -97,25 +102,39 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
     real = load_real(config.real, config.test_site)
     inputs = [load_input(p, real, allow_mismatch=config.allow_mismatch) for p in config.inputs]
     run_key = _run_key(config, real, inputs)
-    if config.output:  # without -o nothing is written, so there is nothing to skip
-        runkey.skip_if_done(config.output, run_key, config.overwrite, runkey.json_record)
     plan = make_plan(config, real)
     laterality = bool(real.image_set.attrs.get("laterality", True))
+    group = distributed.join(plan.device)  # every check above passed on every rank
+    if config.output:  # without -o nothing is written, so there is nothing to skip
+        group.on_main(lambda: runkey.skip_if_done(config.output, run_key, config.overwrite, runkey.json_record),
+                      "checking the output")
     cache = BaselineCache(config.real)
     ipcs = sorted({i.ipc for i in inputs})
     total = plan.models * (len(inputs) + len(ipcs) * ("random" in config.baselines) + ("full" in config.baselines))
     log.info("evaluating %d set(s) with %d %s net(s) each, %d epochs, on %s",
              len(inputs), plan.models, plan.arch, plan.settings.epochs, describe_device(plan.device))
-    with progress("evaluate", total=total) as bar:
-        full, randoms = compute_baselines(plan, real, cache, ipcs, config.baselines, bar.advance)
+    own = [plan_for_input(plan, config, item.learned_lr, laterality) for item in inputs]  # (plan, protocol)
+    for item, (own_plan, protocol) in zip(inputs, own):
+        if own_plan is not plan:
+            log.info("%s: training at its learned lr %.6g with DSA for %d epochs (MTT; --lr/--train-aug override)",
+                     Path(item.path).name, protocol["lr"], protocol["epochs"])
+    summaries: list[dict[str, Any]] | None = None
+    if group.active:  # the networks split round-robin over the ranks, results gathered
+        from medcondense.evaluate.sharded import run_sharded
+
+        full, randoms, summaries = run_sharded(plan, real, inputs, [p for p, _ in own], cache, ipcs, config.baselines,
+                                               group, lambda n: progress("evaluate", total=n))
+    with progress("evaluate", total=0 if group.active else total) as bar:
+        if not group.active:
+            full, randoms = compute_baselines(plan, real, cache, ipcs, config.baselines, bar.advance)
         results = []
-        for item in inputs:
+        for index, item in enumerate(inputs):
             bar.update(status=Path(item.path).name)
-            own_plan, protocol = plan_for_input(plan, config, item.learned_lr, laterality)
-            if own_plan is not plan:
-                log.info("%s: training at its learned lr %.6g with DSA for %d epochs (MTT; --lr/--train-aug override)",
-                         Path(item.path).name, protocol["lr"], protocol["epochs"])
-            summary = evaluate_plan(own_plan, real, item.train_x, item.train_y, tick=bar.advance)
+            own_plan, protocol = own[index]
+            if summaries is not None:
+                summary = summaries[index]
+            else:
+                summary = evaluate_plan(own_plan, real, item.train_x, item.train_y, tick=bar.advance)
             baselines = {}
             if item.ipc in randoms:
                 baselines["random"] = _baseline_block(randoms[item.ipc])
@@ -151,9 +170,15 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
     report["provenance"] = make_provenance(
         stage="evaluate", config=config_to_dict(config), paths=[*config.inputs, config.real],
         input_hash=run_key, seed=config.seed, device=describe_device(plan.device), started=started,
+        extra={"distributed": group.describe()} if group.active else None,  # not in the run key
     )
-    if report["plot"]:
-        write_plot(report, report["plot"])
-    if config.output:
-        write_json(config.output, report)
+
+    def write() -> dict[str, Any]:
+        if report["plot"]:
+            write_plot(report, report["plot"])
+        if config.output:
+            write_json(config.output, report)
+        return report
+
+    group.on_main(write, "writing the report")  # rank 0 writes; every rank learns how it went
     return report

@@ -129,6 +129,34 @@ def evaluate_images(
     if models < 1:
         raise ConfigError(f"--models must be at least 1, got {models}")
     settings = settings or TrainSettings()
+    runs = evaluate_runs(train_x, train_y, test_x, test_y, seeds=[seed + k for k in range(models)], arch=arch,
+                         settings=settings, augment=augment, device=device, num_classes=num_classes,
+                         on_model_done=on_model_done)
+    return summary_of_runs(runs, settings.epochs, len(train_y))
+
+
+def summary_of_runs(runs: list[dict[str, Any]], epochs: int, train_images: int) -> dict[str, Any]:
+    """:func:`evaluate_images`' summary of per-model results (in model order)."""
+    return {**metrics.summarize(runs), "models": len(runs), "epochs": epochs, "train_images": int(train_images)}
+
+
+def evaluate_runs(
+    train_x: torch.Tensor | np.ndarray,
+    train_y: torch.Tensor | np.ndarray,
+    test_x: torch.Tensor | np.ndarray,
+    test_y: torch.Tensor | np.ndarray,
+    *,
+    seeds: list[int],
+    arch: str = "convnet",
+    settings: TrainSettings | None = None,
+    augment: Augment | None = None,
+    device: torch.device | str = "cpu",
+    num_classes: int | None = None,
+    on_model_done: Callable[[], None] | None = None,
+) -> list[dict[str, Any]]:
+    """One :func:`medcondense.metrics.classification_metrics` result per seed: a fresh net whose
+    weights and batch order come from that seed (so models can be trained on different ranks)."""
+    settings = settings or TrainSettings()
     device = torch.device(device)
     tx = torch.as_tensor(train_x, dtype=torch.float32).to(device)
     ty = torch.as_tensor(train_y, dtype=torch.long).to(device)
@@ -137,13 +165,13 @@ def evaluate_images(
     if num_classes is None:
         num_classes = int(max(ty.max().item(), vy.max(initial=0))) + 1
     runs = []
-    for k in range(models):
+    for seed in seeds:
         runs.append(_train_and_test_one(
-            tx, ty, vx, vy, arch=arch, num_classes=num_classes, settings=settings, augment=augment, seed=seed + k,
+            tx, ty, vx, vy, arch=arch, num_classes=num_classes, settings=settings, augment=augment, seed=seed,
         ))
         if on_model_done is not None:
             on_model_done()
-    return {**metrics.summarize(runs), "models": models, "epochs": settings.epochs, "train_images": int(tx.shape[0])}
+    return runs
 
 
 def combine_single_runs(blocks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -176,7 +204,7 @@ class Plan:
 
 def make_plan(config: EvaluateConfig, real: RealData) -> Plan:
     """Resolve the epochs (300, 1000 with DSA, or ``--epochs``), the augmentation and the device."""
-    from medcondense.device import resolve_device
+    from medcondense.distributed import resolve_device  # cuda:$LOCAL_RANK under torchrun
 
     train_aug = config.train_aug or DEFAULT_TRAIN_AUG
     epochs = config.epochs or (DSA_EPOCHS if train_aug == "dsa" else DEFAULT_EPOCHS)
@@ -197,6 +225,14 @@ def make_plan(config: EvaluateConfig, real: RealData) -> Plan:
         seed=config.seed,
         full_steps=config.full_steps,
         test_site=config.test_site,
+    )
+
+
+def plan_runs(plan: Plan, real: RealData, x: torch.Tensor, y: np.ndarray, seeds: list[int], *, settings=None, tick=None):
+    """:func:`evaluate_runs` of ``x, y`` on the real test split under ``plan``, one result per seed."""
+    return evaluate_runs(
+        x, y, real.test_x, real.test_y, seeds=seeds, arch=plan.arch, settings=settings or plan.settings,
+        augment=plan.augment, device=plan.device, num_classes=len(real.class_names), on_model_done=tick,
     )
 
 

@@ -1,0 +1,151 @@
+"""The torchrun rules that need no launcher: option refusals (exit 2), the one-process group,
+class shards with batched classes and bf16, and a dead rank (two real gloo processes)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from medcondense import distributed, store
+from medcondense.cli import app
+from medcondense.config import DistillConfig
+from medcondense.distill import pipeline, registry
+from medcondense.distill.base import DataSpec, Engine, Method, RealSampler, initial_state
+from medcondense.errors import AlreadyDone, ConfigError, Interrupted, RuntimeFailure
+
+from blob_data import make_blob_set
+from dist_helpers import HERE, env
+
+
+class UnsplitMethod(Method):
+    """A method that does not declare class shards (the default for a new method)."""
+
+    name = "unsplit"
+    preset_iterations = {"quick": 1, "paper": 1}
+    preset_batch_real = {"quick": 8, "paper": 8}
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    path = tmp_path / "data.h5"
+    store.write(path, make_blob_set(per_class=(8, 2, 4), size=8))
+    return path
+
+
+def test_methods_declare_whether_they_split_by_class():
+    assert all(registry.method_class(name).supports_class_shards for name in ("dc", "dsa", "dm"))
+    assert Method.supports_class_shards is False
+
+
+def test_a_method_without_class_shards_is_refused_under_torchrun(monkeypatch):
+    monkeypatch.setitem(registry.METHODS, "unsplit", f"{__name__}:UnsplitMethod")
+    config = DistillConfig(input="in.h5", output="out.h5", method="unsplit")
+    pipeline.check_distributed(config)  # one process: fine
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="cannot be split over 2 processes: it does not declare supports_class_shards"):
+        pipeline.check_distributed(config)
+    monkeypatch.setattr(UnsplitMethod, "class_shards_refusal", "one trajectory couples all classes", raising=False)
+    with pytest.raises(ConfigError, match="one trajectory couples all classes"):
+        pipeline.check_distributed(config)
+    pipeline.check_distributed(DistillConfig(method="herding"))  # a coreset runs on rank 0
+
+
+def test_more_ranks_than_classes_and_cuda_n_are_usage_errors(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "5")
+    with pytest.raises(ConfigError, match="5 processes but only 4 classes"):
+        pipeline.check_class_shards(DistillConfig(input="in.h5", method="dm"), 4)
+    pipeline.check_class_shards(DistillConfig(input="in.h5", method="random"), 4)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="cuda"):
+        distributed.resolve_device("cuda:1")
+    assert distributed.resolve_device("cpu") == torch.device("cpu")
+
+
+def test_the_collective_timeout_comes_from_the_environment(monkeypatch):
+    assert distributed.timeout_seconds() == 600
+    monkeypatch.setenv(distributed.TIMEOUT_ENV, "30")
+    assert distributed.timeout_seconds() == 30
+    monkeypatch.setenv(distributed.TIMEOUT_ENV, "soon")
+    with pytest.raises(ConfigError, match="MEDCONDENSE_DIST_TIMEOUT"):
+        distributed.timeout_seconds()
+
+
+def test_stages_that_do_not_split_refuse_several_ranks_and_rank_1_prints_nothing(monkeypatch, tmp_path, data):
+    runner = CliRunner()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = runner.invoke(app, ["export", str(data), "-o", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "export does not run under torchrun" in result.output
+    monkeypatch.setenv("RANK", "1")
+    result = runner.invoke(app, ["distill", str(data), "--ipc", "0", "-o", str(tmp_path / "y.h5")])
+    assert result.exit_code == 2 and "[rank 1] error: --ipc 0" in result.output
+
+
+def test_one_process_group_runs_steps_itself_and_rebuilds_errors():
+    group = distributed.SINGLE
+    assert not group.active and group.is_main and group.mine(3) == [0, 1, 2]
+    assert group.all_reduce_values([1.5, 2.0]) == [1.5, 2.0] and group.broadcast("x") == "x"
+    assert group.on_main(lambda: 7, "a step") == 7
+    rebuilt = distributed._rebuild(("error", ("ConfigError", "bad", "f.h5", "hint")))
+    assert isinstance(rebuilt, ConfigError) and str(rebuilt) == "f.h5: bad (hint: hint)"
+    assert isinstance(distributed._rebuild(("error", ("Interrupted", "stop", None, None))), Interrupted)
+    assert isinstance(distributed._rebuild(("error", ("ValueError", "x", None, None))), RuntimeFailure)
+    assert isinstance(distributed._rebuild(("done", ("out.h5", {"a": 1}))), AlreadyDone)
+
+
+def _dm_shard(data: Path, tmp_path: Path, classes, **options):
+    """Three DM iterations through the Engine computing only ``classes`` (what one rank computes)."""
+    cpu = torch.device("cpu")
+    real = store.read(data)
+    x, y, _, _ = pipeline._standardized_train(real, cpu)
+    spec = DataSpec(1, real.image_shape[1], real.num_classes)
+    sampler = RealSampler([x[y == c] for c in range(spec.num_classes)])
+    config = DistillConfig(input=str(data), output=str(tmp_path / "unused.h5"), method="dm", ipc=2, iterations=2,
+                           batch_real=8, device="cpu", compile="off", **options)
+    hp = pipeline.resolve_hyperparameters(config, cpu, True)
+    generator = torch.Generator().manual_seed(hp.seed)
+    syn = pipeline._init_syn(hp, sampler, spec, generator, cpu)
+    labels = torch.arange(spec.num_classes).repeat_interleave(hp.ipc)
+    engine = Engine(registry.method_class("dm")(hp, spec, cpu), sampler, labels, checkpoint=None, checkpoint_every=0,
+                    run_key="k", source_hash="s", classes=classes)
+    return engine.run(initial_state(syn, generator)).syn
+
+
+@pytest.mark.parametrize("options, tolerance", [
+    (dict(batch_classes="on", amp="off"), 1e-5),   # another batch composition: float rounding only
+    (dict(batch_classes="off", amp="bf16"), 0.0),  # one class at a time: bit for bit, even in bf16
+])
+def test_dm_shards_of_two_ranks_match_one_process(data, tmp_path, options, tolerance):
+    whole = _dm_shard(data, tmp_path, None, **options)
+    rank0 = _dm_shard(data, tmp_path, [0, 2], **options)  # round-robin over 2 ranks
+    rank1 = _dm_shard(data, tmp_path, [1, 3], **options)
+    combined = torch.where(torch.tensor([c in (0, 2) for c in range(4) for _ in range(2)]).view(-1, 1, 1, 1), rank0, rank1)
+    torch.testing.assert_close(combined, whole, rtol=tolerance, atol=tolerance)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_dead_rank_is_a_clear_error_not_a_hang(tmp_path):
+    """Two real gloo processes without torchrun: rank 1 exits after joining; rank 0's next
+    all-reduce fails with a RuntimeFailure naming the cause, well within the timeout."""
+    port = str(_free_port())
+    procs = []
+    for rank in (0, 1):
+        procs.append(subprocess.Popen(
+            [sys.executable, str(HERE / "dead_rank.py")], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                                MASTER_PORT=port, MEDCONDENSE_DIST_TIMEOUT="60"),
+        ))
+    out0, err0 = procs[0].communicate(timeout=120)
+    procs[1].communicate(timeout=120)
+    assert procs[0].returncode == 1, (out0, err0)
+    assert "rank 0: lost contact with the other ranks" in out0 and "MEDCONDENSE_DIST_TIMEOUT" in out0
