@@ -144,7 +144,7 @@ def test_missing_input_is_a_store_error(tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(method="tesla"), "dc, dsa, dm, mtt, dp-dm, random, herding, kcenter"),
+        (dict(method="tesla"), "dc, dsa, dm, mtt, dp-dm, idm, random, herding, kcenter"),
         (dict(preset="fast"), "quick, paper, medmnist"),
         (dict(init="zeros"), "real, noise"),
         (dict(aug=["color", "warp"]), "valid ones are color, crop, cutout, flip, scale, rotate"),
