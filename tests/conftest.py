@@ -6,6 +6,7 @@ and NIfTI files in tests/ingest/conftest.py.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,14 @@ def real_h5(tmp_path: Path, blob_set: store.ImageSet) -> Path:
     path = tmp_path / "data.h5"
     store.write(path, blob_set)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """CLI runs install a handler on the ``medcondense`` logger (and stop propagation); undo it."""
+    logger = logging.getLogger("medcondense")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+    logger.propagate = propagate

@@ -37,15 +37,3 @@ def config(tmp_path):
 
     return make
 
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """CLI runs install a handler on the ``medcondense`` logger (and stop propagation); undo it."""
-    import logging
-
-    logger = logging.getLogger("medcondense")
-    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
-    yield
-    logger.handlers[:] = handlers
-    logger.setLevel(level)
-    logger.propagate = propagate

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 from pathlib import Path
@@ -16,16 +15,6 @@ def _salt(monkeypatch):
     """A fixed site secret; no salt file is written into the real home folder."""
     monkeypatch.setenv("MEDCONDENSE_SALT", "test-secret")
 
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """CLI runs install a handler on the ``medcondense`` logger (and stop propagation); undo it."""
-    logger = logging.getLogger("medcondense")
-    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
-    yield
-    logger.handlers[:] = handlers
-    logger.setLevel(level)
-    logger.propagate = propagate
 
 
 @pytest.fixture(scope="session")

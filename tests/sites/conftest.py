@@ -7,7 +7,6 @@ benchmark, as the issue asks; the tests need nothing beyond the shipped data.
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -28,16 +27,6 @@ def _salt():
     else:
         os.environ["MEDCONDENSE_SALT"] = old
 
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """CLI runs install a handler on the ``medcondense`` logger (and stop propagation); undo it."""
-    logger = logging.getLogger("medcondense")
-    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
-    yield
-    logger.handlers[:] = handlers
-    logger.setLevel(level)
-    logger.propagate = propagate
 
 
 @pytest.fixture(scope="session")
