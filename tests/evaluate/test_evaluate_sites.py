@@ -62,6 +62,19 @@ def test_per_site_numbers_equal_separate_test_site_runs(two_sites, tmp_path) -> 
     assert report["results"][0]["metrics"] == plain["results"][0]["metrics"]
 
 
+def test_cross_site_trains_an_mtt_set_at_its_learned_lr_like_one_site(two_sites, tmp_path) -> None:
+    a, b = two_sites
+    syn = synthetic_like(store.read(a))
+    syn.attrs.update(method="mtt", learned_lr=0.0042)
+    path = tmp_path / "syn_mtt.h5"
+    store.write(path, syn)
+    report = evaluate_run(EvaluateConfig(inputs=[str(path)], real=[str(a), str(b)], baselines=[], **FAST))
+    protocol = report["results"][0]["protocol"]
+    assert protocol["lr"] == 0.0042 and protocol["train_aug"] == "dsa"
+    single = evaluate_run(EvaluateConfig(inputs=[str(path)], real=str(a), baselines=[], **FAST))
+    assert single["results"][0]["protocol"] == protocol
+
+
 def test_several_real_files_report_layout(two_sites, tmp_path) -> None:
     a, b = two_sites
     syn = tmp_path / "syn_a.h5"

@@ -146,11 +146,11 @@ def load_input(path: str | Path, real: RealData, *, allow_mismatch: bool = False
         content_hash=image_set.attrs.get("content_hash") or store.content_hash(image_set),
         train_x=standardize(image_set.images, real.mean, real.std),
         train_y=image_set.labels,
-        learned_lr=_learned_lr(image_set.attrs.get("learned_lr")),
+        learned_lr=learned_lr_of(image_set.attrs.get("learned_lr")),
     )
 
 
-def _learned_lr(value: object) -> float | None:
+def learned_lr_of(value: object) -> float | None:
     """A usable learned step size (a positive finite number), else None."""
     try:
         lr = float(value)  # type: ignore[arg-type]

@@ -41,8 +41,8 @@ import torch
 from medcondense import metrics, store
 from medcondense.errors import ConfigError, DataMismatchError
 from medcondense.evaluate.baselines import BaselineCache, full_baseline_epochs, random_subset
-from medcondense.evaluate.data import check_matches_real
-from medcondense.evaluate.protocol import Plan, train_net
+from medcondense.evaluate.data import check_matches_real, learned_lr_of
+from medcondense.evaluate.protocol import Plan, plan_for_input, train_net
 from medcondense.train import predict_proba, standardize
 
 log = logging.getLogger(__name__)
@@ -143,14 +143,16 @@ class CrossInput:
     mean: np.ndarray
     std: np.ndarray
     train_sites: dict[str, int]
+    #: the student step size an MTT set learned (trained at it with DSA, as in single-site evaluate)
+    learned_lr: float | None = None
 
 
-def load_cross_input(path: str, sites: list[Site]) -> CrossInput:
+def load_cross_input(path: str, sites: list[Site], allow_mismatch: bool = False) -> CrossInput:
     """Read a set to judge (a factorised one decoded); a real file contributes its train split."""
     from medcondense.factorised import decoded
 
     image_set = decoded(store.read(path))
-    check_matches_real(image_set, sites[0].image_set, path)
+    check_matches_real(image_set, sites[0].image_set, path, real_path=sites[0].file, allow_mismatch=allow_mismatch)
     if image_set.kind in store.REAL_KINDS and image_set.kind != "subset":
         image_set = image_set.part(store.SPLIT_TRAIN)
     if image_set.n == 0:
@@ -165,7 +167,7 @@ def load_cross_input(path: str, sites: list[Site]) -> CrossInput:
         ipc=int(ipc) if ipc else int(np.bincount(image_set.labels).max()),
         content_hash=image_set.attrs.get("content_hash") or store.content_hash(image_set),
         train_x=standardize(image_set.images, mean, std), train_y=image_set.labels, mean=mean, std=std,
-        train_sites=train_sites,
+        train_sites=train_sites, learned_lr=learned_lr_of(image_set.attrs.get("learned_lr")),
     )
 
 
@@ -279,7 +281,7 @@ def _mean(values: list[float | None]) -> float | None:
 
 
 def result_block(item: CrossInput, summaries: dict[str, dict[str, Any]], sites: list[Site],
-                 baselines: dict[str, dict[str, Any]]) -> dict[str, Any]:
+                 baselines: dict[str, dict[str, Any]], protocol: dict[str, Any]) -> dict[str, Any]:
     """One ``results[i]`` of a cross-site report."""
     per_site: dict[str, Any] = {}
     for site in sites:
@@ -307,7 +309,7 @@ def result_block(item: CrossInput, summaries: dict[str, dict[str, Any]], sites: 
         "file": item.path, "kind": item.kind, "method": item.method, "ipc": item.ipc,
         "train_images": int(len(item.train_y)), "content_hash": item.content_hash, "train_sites": item.train_sites,
         "metrics": _metrics_block(summaries["pooled"]), "baselines": {}, "recovery": None,
-        "per_site": per_site, "mean_of_sites": mean_of_sites,
+        "per_site": per_site, "mean_of_sites": mean_of_sites, "protocol": protocol,
     }
 
 
@@ -367,7 +369,7 @@ def run_cross_site(config: Any, reals: list[str], started: float) -> dict[str, A
 
     check_cross_site(config, reals)
     sites = load_sites(reals, config.per_site)
-    inputs = [load_cross_input(p, sites) for p in config.inputs]
+    inputs = [load_cross_input(p, sites, config.allow_mismatch) for p in config.inputs]
     options = {k: v for k, v in config_to_dict(config).items()
                if k not in ("inputs", "real", "output", "plot", "overwrite", "device")}
     run_key = runkey.run_key({"sites": [[s.name, s.content_hash] for s in sites],
@@ -385,9 +387,11 @@ def run_cross_site(config: Any, reals: list[str], started: float) -> dict[str, A
         results = []
         for item in inputs:
             bar.update(status=Path(item.path).name)
-            summaries = train_and_test_at_sites(plan, item.train_x, item.train_y, sites, item.mean, item.std,
+            laterality = bool(sites[0].image_set.attrs.get("laterality", True))
+            own_plan, protocol = plan_for_input(plan, config, item.learned_lr, laterality)
+            summaries = train_and_test_at_sites(own_plan, item.train_x, item.train_y, sites, item.mean, item.std,
                                                 num_classes=num_classes, tick=bar.advance)
-            results.append(result_block(item, summaries, sites, baselines))
+            results.append(result_block(item, summaries, sites, baselines, protocol))
     first = sites[0]
     report: dict[str, Any] = {
         "real": {"file": first.file, "content_hash": first.content_hash, "class_names": list(first.image_set.class_names),
