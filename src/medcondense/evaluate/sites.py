@@ -41,7 +41,7 @@ import torch
 from medcondense import metrics, store
 from medcondense.errors import ConfigError, DataMismatchError
 from medcondense.evaluate.baselines import BaselineCache, full_baseline_epochs, random_subset
-from medcondense.evaluate.data import check_matches_real, learned_lr_of
+from medcondense.evaluate.data import InputSet, check_matches_real, learned_lr_of
 from medcondense.evaluate.protocol import Plan, plan_for_input, train_net
 from medcondense.train import predict_proba, standardize
 
@@ -129,22 +129,14 @@ def load_sites(reals: list[str], per_site: bool) -> list[Site]:
     return sites
 
 
-@dataclass
-class CrossInput:
-    """One set to judge at every site, standardised with its own recorded train statistics."""
+@dataclass(kw_only=True)
+class CrossInput(InputSet):
+    """One set to judge at every site, standardised with its own recorded train statistics
+    (an :class:`InputSet` plus those statistics and where its training images came from)."""
 
-    path: str
-    kind: str
-    method: str
-    ipc: int
-    content_hash: str
-    train_x: torch.Tensor
-    train_y: np.ndarray
     mean: np.ndarray
     std: np.ndarray
     train_sites: dict[str, int]
-    #: the student step size an MTT set learned (trained at it with DSA, as in single-site evaluate)
-    learned_lr: float | None = None
 
 
 def load_cross_input(path: str, sites: list[Site], allow_mismatch: bool = False) -> CrossInput:
