@@ -193,6 +193,16 @@ def _skip_sequence(data: bytes, pos: int, explicit: bool) -> int:
     raise NotLight("sequence runs past the end of the file")
 
 
+def _value_start(data: bytes, pos: int, explicit: bool) -> tuple[int, int]:
+    """``(value length, value position)`` of the element whose tag starts at ``pos``: explicit VR
+    (2- or 4-byte length by VR) or implicit VR / item delimiters (4-byte length)."""
+    if explicit and struct.unpack_from("<H", data, pos)[0] != 0xFFFE:
+        if data[pos + 4 : pos + 6] in LONG_VRS:
+            return struct.unpack_from("<I", data, pos + 8)[0], pos + 12
+        return struct.unpack_from("<H", data, pos + 6)[0], pos + 8
+    return struct.unpack_from("<I", data, pos + 4)[0], pos + 8
+
+
 def _walk(data: bytes, pos: int, explicit: bool, *, until_item_end: bool = False,
           values: dict[str, Any] | None = None) -> tuple[tuple[int, int] | None, int]:
     """Walk elements from ``pos``; collect known top-level values; return (pixel data span, end)."""
@@ -202,17 +212,7 @@ def _walk(data: bytes, pos: int, explicit: bool, *, until_item_end: bool = False
         tag = (group << 16) | elem
         if tag == ITEM_END:
             return None, pos + 8
-        if explicit and group != 0xFFFE:
-            vr = data[pos + 4 : pos + 6]
-            if vr in LONG_VRS:
-                (length,) = struct.unpack_from("<I", data, pos + 8)
-                pos += 12
-            else:
-                (length,) = struct.unpack_from("<H", data, pos + 6)
-                pos += 8
-        else:
-            (length,) = struct.unpack_from("<I", data, pos + 4)
-            pos += 8
+        length, pos = _value_start(data, pos, explicit)
         if values is not None and tag in HEAVY_TAGS:
             raise NotLight(HEAVY_TAGS[tag])
         if tag == PIXEL_DATA and values is not None:
@@ -251,13 +251,7 @@ def parse(data: bytes) -> LightDataset:
             group, elem = struct.unpack_from("<HH", data, pos)
             if group != 0x0002:
                 break
-            vr = data[pos + 4 : pos + 6]
-            if vr in LONG_VRS:
-                (length,) = struct.unpack_from("<I", data, pos + 8)
-                pos += 12
-            else:
-                (length,) = struct.unpack_from("<H", data, pos + 6)
-                pos += 8
+            length, pos = _value_start(data, pos, explicit=True)
             if elem == 0x0010:
                 transfer_syntax = _text(data[pos : pos + length])
             pos += length
