@@ -170,6 +170,11 @@ class Method(ABC):
         #: the real training images by class (the engine sets it; for methods that train
         #: networks on real data, e.g. IDM's queue); draw from it with the engine's generator
         self.sampler: "RealSampler | None" = None
+        #: the torchrun process group (the stage sets it; one process by default). Methods use
+        #: it only for work done once for all ranks (DP-DM's release, MTT's expert build)
+        from medcondense import distributed
+
+        self.group: Any = distributed.SINGLE
 
     # -- hyper-parameters ---------------------------------------------------------------------
     @classmethod

@@ -8,7 +8,8 @@ engine's generator and matches the synthetic class means of that query to the re
 
 The engine samples no real batches for it (``uses_real_batches = False``). The released statistics
 are the method's state: checkpointed under ``"method_state"``, reloaded by ``--resume``, never
-recomputed (a second release would spend privacy budget nobody accounted for).
+recomputed (a second release would spend privacy budget nobody accounted for). Under torchrun
+rank 0 alone releases and broadcasts the statistics; the ranks then split the classes as DM's do.
 
 The guarantee's other conditions are checked where they are decided: :meth:`refine` refuses an
 explicit ``--init real`` and batch norm, and defaults the init to noise; the distill stage refuses
@@ -18,6 +19,8 @@ data-derived attribute (docs/distill.md, "Differential privacy").
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from typing import Any
 
 import numpy as np
@@ -26,7 +29,9 @@ import torch
 from medcondense.config import DistillConfig
 from medcondense.distill import dp
 from medcondense.distill.base import DataSpec, Hyperparameters, Method
-from medcondense.errors import ConfigError
+from medcondense.errors import ConfigError, RuntimeFailure
+
+log = logging.getLogger(__name__)
 
 
 class DPDMMethod(Method):
@@ -38,9 +43,9 @@ class DPDMMethod(Method):
     preset_batch_real = {"quick": 64, "paper": 256}  # unused: no real batches are sampled
     uses_augmentation = True
     uses_real_batches = False
-    #: torchrun (docs/distributed.md): refused with exit 2, so the statistics are released once
-    class_shards_refusal = ("its noisy statistics are released once, from noise that is not the shared "
-                            "generator's (each rank would release its own)")
+    #: torchrun (docs/distributed.md): rank 0 alone releases the statistics and broadcasts them;
+    #: then each rank matches its classes against them, as DM does
+    supports_class_shards = True
 
     @classmethod
     def refine(cls, hp: Hyperparameters, config: DistillConfig, device: torch.device) -> Hyperparameters:
@@ -101,13 +106,43 @@ class DPDMMethod(Method):
         self._private = (images, np.asarray(labels), units)
 
     def init_state(self, syn: torch.Tensor, generator: torch.Generator) -> None:
-        """Release the noisy statistics (fresh runs only; the noise does not come from ``generator``)."""
+        """Release the noisy statistics (fresh runs only; the noise does not come from ``generator``).
+
+        Under torchrun rank 0 alone computes the release and broadcasts it (a collective with the
+        group's timeout): the noise is secret and per process, so a release on every rank would
+        spend the budget W times and match each class against another noise draw. Every rank
+        then checks that it holds the same release (:meth:`_agree_on_release`).
+        """
         if self._private is None:
             raise ConfigError("DP-DM needs the real train images before its release (set_private_data)")
         images, labels, units = self._private
         self._private = None
-        self.statistics = dp.release(self.bank, images, labels, units, self.spec.num_classes, self.settings, self.sigma)
+
+        def release() -> dict[str, torch.Tensor]:
+            statistics = dp.release(self.bank, images, labels, units, self.spec.num_classes, self.settings, self.sigma)
+            log.info("released the DP statistics (once%s): %s", " on rank 0" if self.group.active else "",
+                     release_digest(statistics))
+            return statistics.state_dict()  # CPU tensors: they travel to every rank as they are
+
+        shared = self.group.on_main(release, "the DP release")
+        self.statistics = dp.Statistics.from_state(shared, self.device)
         self._targets = self.statistics.targets()
+        self._agree_on_release()
+
+    def _agree_on_release(self) -> None:
+        """With several ranks: every rank must match against the same release (a fresh one from
+        rank 0, or the checkpoint's); a rank holding another would silently mix two releases."""
+        if not self.group.active or self.statistics is None:
+            return
+        digests = self.group.all_gather(release_digest(self.statistics), "comparing the DP release")
+        if len(set(digests)) > 1:
+            raise RuntimeFailure(f"the ranks hold different DP releases {digests} (rank order); "
+                                 "nothing was written", hint="keep the checkpoint on a file system all nodes share")
+
+    @property
+    def release_id(self) -> str | None:
+        """A digest of the released statistics in use (the ``--json`` summary's ``dp_release``)."""
+        return None if self.statistics is None else release_digest(self.statistics)
 
     def state_dict(self) -> dict[str, Any]:
         if self.statistics is None:
@@ -117,8 +152,14 @@ class DPDMMethod(Method):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "dp_release" not in state:
             raise ConfigError("checkpoint holds no DP release; delete it to start over (a new release spends budget)")
+        held = self.statistics is not None  # the engine reloads the state it was just given
         self.statistics = dp.Statistics.from_state(state["dp_release"], self.device)
         self._targets = self.statistics.targets()
+        if held:
+            return
+        log.info("reusing the DP release of the checkpoint: %s (no new release, no new budget)",
+                 release_digest(self.statistics))
+        self._agree_on_release()
 
     # -- one iteration -------------------------------------------------------------------------
     def begin_iteration(self, generator: torch.Generator | None = None) -> int:
@@ -129,6 +170,15 @@ class DPDMMethod(Method):
         if self._targets is None:
             raise ConfigError("DP-DM has no released statistics (neither a fresh release nor a checkpoint)")
         return dp.matching_loss(self.bank, self._targets, int(state), syn, self.classes)
+
+
+def release_digest(statistics: dp.Statistics) -> str:
+    """The first 16 hex digits of the sha256 of the released sums and class weights: names one
+    release (post-processing of the noisy statistics, so it reveals nothing more than they do)."""
+    digest = hashlib.sha256()
+    for tensor in (statistics.sums, statistics.weights):
+        digest.update(tensor.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def settings_from_config(config: DistillConfig) -> dp.DPSettings:

@@ -305,44 +305,94 @@ def _read_part(part: Path, key: str, epochs: int) -> tuple[np.ndarray, np.ndarra
 def build_experts(
     path: str | Path, images: torch.Tensor, labels: torch.Tensor, num_classes: int, settings: ExpertSettings,
     *, key: str, source_hash: str, class_names: list[str], progress: Any = None, hooks: BuildHooks | None = None,
+    group: Any = None,
 ) -> Path:
     """Train the experts that are not yet done and assemble the expert file at ``path``.
 
     ``images`` are the standardized real train images. Returns ``path``.
+
+    Under torchrun (``group`` with several ranks) the experts still to train go round-robin over
+    the ranks (on a fresh build expert ``e`` on rank ``e % W``), a round of ``W`` at a time; rank 0
+    gathers each round's trajectories and alone writes the parts and the file. Each expert draws
+    only from its own seed (:func:`expert_seed`), so the file is the one a single process builds.
     """
+    from medcondense import distributed
     from medcondense.nets import build_net
 
     path = Path(path)
     hooks = hooks or BuildHooks()
+    group = group or distributed.SINGLE
     net_cfg = dict(settings.net)
     name = net_cfg.pop("name")
     probe = build_net(name, images.shape[1], num_classes, images.shape[-1], **net_cfg)
     names = [n for n, _ in probe.named_parameters()]
     shapes = [list(p.shape) for p in probe.parameters()]
     started = time.time()
-    done = 0
-    for e in range(settings.num_experts):
-        part = part_path(path, e)
-        if _read_part(part, key, settings.train_epochs) is not None:
-            done += 1
-            if progress is not None:
-                progress.advance()
-            continue
-        t0 = time.time()
-        trajectory, loss, accuracy = train_expert(images, labels, num_classes, settings, e)
-        write_part(part, key, trajectory, loss, accuracy)
-        log.info("expert %d/%d: %d epochs in %.1f s, final train accuracy %.3f",
-                 e + 1, settings.num_experts, settings.train_epochs, time.time() - t0, float(accuracy[-1]) if len(accuracy) else float("nan"))
-        if progress is not None:
-            progress.advance()
-            progress.update(status=f"expert {e + 1}: train acc {float(accuracy[-1]) if len(accuracy) else 0:.3f}")
-        if hooks.after_expert is not None:
-            hooks.after_expert(e)
+    finished = group.on_main(lambda: [_read_part(part_path(path, e), key, settings.train_epochs) is not None
+                                      for e in range(settings.num_experts)], "looking for finished experts")
+    pending = [e for e, ok in enumerate(finished) if not ok]
+    done = settings.num_experts - len(pending)
+    if progress is not None and done:
+        progress.advance(done)
+    for first in range(0, len(pending), group.world_size):
+        round_ = pending[first : first + group.world_size]
+        mine = round_[group.rank] if group.rank < len(round_) else None
+        trained = group.gather(_train_one(images, labels, num_classes, settings, mine, group), "gathering expert trajectories")
+        group.on_main(lambda: _write_round(path, key, settings, round_, trained, progress, hooks), "writing expert trajectories")
     if done:
         log.info("resumed the expert build: %d of %d experts were already trained", done, settings.num_experts)
-    assemble(path, key, settings, source_hash, class_names, names, shapes, images, started)
-    shutil.rmtree(parts_folder(path), ignore_errors=True)
+
+    def finish() -> None:
+        assemble(path, key, settings, source_hash, class_names, names, shapes, images, started)
+        shutil.rmtree(parts_folder(path), ignore_errors=True)
+
+    group.on_main(finish, "assembling the expert file")
     return path
+
+
+def _train_one(images: torch.Tensor, labels: torch.Tensor, num_classes: int, settings: ExpertSettings,
+               expert: int | None, group: Any) -> tuple[str, Any] | None:
+    """This rank's expert of a round as ``("ok", (trajectory, loss, accuracy, seconds))``; with
+    several ranks a usage error travels as ``("error", (class name, message, path, hint))`` so
+    rank 0 reports it for every rank. ``None`` when this rank has no expert in the round."""
+    from medcondense.errors import MedcondenseError
+
+    if expert is None:
+        return None
+    t0 = time.time()
+    try:
+        trajectory, loss, accuracy = train_expert(images, labels, num_classes, settings, expert)
+    except MedcondenseError as exc:
+        if not group.active:
+            raise
+        return ("error", (type(exc).__name__, exc.message, exc.path, exc.hint))
+    return ("ok", (trajectory, loss, accuracy, time.time() - t0))
+
+
+def _write_round(path: Path, key: str, settings: ExpertSettings, experts: list[int], trained: list[Any],
+                 progress: Any, hooks: BuildHooks) -> None:
+    """Rank 0: write each finished expert of a round as its part (atomically), then raise the
+    first error a rank reported (the parts written stay for the next try)."""
+    from medcondense import distributed
+
+    failure = None
+    for expert, outcome in zip(experts, trained):
+        kind, payload = outcome
+        if kind == "error":
+            failure = failure or payload
+            continue
+        trajectory, loss, accuracy, seconds = payload
+        write_part(part_path(path, expert), key, trajectory, loss, accuracy)
+        final = float(accuracy[-1]) if len(accuracy) else float("nan")
+        log.info("expert %d/%d: %d epochs in %.1f s, final train accuracy %.3f",
+                 expert + 1, settings.num_experts, settings.train_epochs, seconds, final)
+        if progress is not None:
+            progress.advance()
+            progress.update(status=f"expert {expert + 1}: train acc {0 if np.isnan(final) else final:.3f}")
+        if hooks.after_expert is not None:
+            hooks.after_expert(expert)
+    if failure is not None:
+        raise distributed._rebuild(("error", failure))
 
 
 def assemble(

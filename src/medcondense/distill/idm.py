@@ -63,6 +63,9 @@ class IDMMethod(Method):
     preset_iterations = {"quick": 200, "paper": 20000}
     preset_batch_real = {"quick": 64, "paper": 256}
     uses_augmentation = True
+    #: torchrun: every rank trains the same queue (the seeded global RNG and the shared generator,
+    #: on all real images), so each can match its own classes against it, as DM's ranks do
+    supports_class_shards = True
 
     @classmethod
     def refine(cls, hp: Hyperparameters, config: DistillConfig, device: torch.device) -> Hyperparameters:

@@ -359,9 +359,11 @@ class MTTMethod(Method):
     uses_augmentation = True
     uses_real_batches = False
     writes_own_gradients = True
-    #: torchrun (docs/distributed.md): refused with exit 2; splitting would need a gradient
-    #: all-reduce over each student step's minibatch
-    class_shards_refusal = "one expert trajectory couples all classes in every student step"
+    #: torchrun (docs/distributed.md): the loop is refused with exit 2 (splitting would need a
+    #: gradient all-reduce over each student step's minibatch); --experts-only is split
+    class_shards_refusal = ("one expert trajectory couples all classes in every student step, so its classes "
+                            "cannot be split; build the experts on several processes with --experts-only "
+                            "(they go round-robin over the ranks), then distil as one process")
     loss_per_class = False
 
     def __init__(self, hp: Any, spec: Any, device: torch.device):
@@ -445,29 +447,51 @@ class MTTMethod(Method):
         else:
             settings = self.expert_settings()
             key = experts_key(context.source_hash, settings)
-            path = default_experts_path(context.input, key, context.output)
-            if not path.exists():
-                log.info("training %d expert(s) for %d epochs into %s", settings.num_experts, settings.train_epochs, path)
+
+            def locate() -> tuple[Path, bool]:
+                where = default_experts_path(context.input, key, context.output)
+                return where, where.exists()
+
+            # rank 0 decides where the file goes and whether it is there (under torchrun)
+            path, present = self.group.on_main(locate, "locating the expert file")
+            if not present:
+                log.info("training %d expert(s) for %d epochs into %s%s", settings.num_experts, settings.train_epochs, path,
+                         f", round-robin over {self.group.world_size} processes" if self.group.active else "")
                 total = settings.num_experts
-                if context.progress is not None:
+                build = lambda bar: build_experts(  # noqa: E731
+                    path, context.images, context.labels, self.spec.num_classes, settings, key=key,
+                    source_hash=context.source_hash, class_names=context.class_names, progress=bar, group=self.group)
+                if context.progress is not None and self.group.is_main:
                     with context.progress("mtt experts", total) as bar:
-                        build_experts(path, context.images, context.labels, self.spec.num_classes, settings, key=key,
-                                      source_hash=context.source_hash, class_names=context.class_names, progress=bar)
+                        build(bar)
                 else:
-                    build_experts(path, context.images, context.labels, self.spec.num_classes, settings, key=key,
-                                  source_hash=context.source_hash, class_names=context.class_names)
+                    build(None)
                 built = True
             else:
                 log.info("reusing the expert trajectories %s", path)
+            if self.group.active:  # --experts-only: rank 0 reads the file it wrote; no loop follows
+                return self.group.on_main(lambda: self._facts(open_experts(
+                    path, source_hash=context.source_hash, parameter_names=names, parameter_shapes=shapes), key, path, built),
+                    "reading the expert file")
             experts = open_experts(path, source_hash=context.source_hash, parameter_names=names, parameter_shapes=shapes)
-            if experts.attrs.get("key") != key:
-                from medcondense.errors import ConfigError
-
-                raise ConfigError("an expert file of other settings holds this file name; move it away", path=path)
+            self._check_key(experts, key, path)
         self.attach_experts(experts)
+        return self._facts(experts, self.experts_key, path, built)
+
+    @staticmethod
+    def _check_key(experts: Any, key: str, path: Any) -> None:
+        if experts.attrs.get("key") != key:
+            from medcondense.errors import ConfigError
+
+            raise ConfigError("an expert file of other settings holds this file name; move it away", path=path)
+
+    def _facts(self, experts: Any, key: str | None, path: Any, built: bool) -> dict[str, Any]:
+        """What the stage's result says about the experts."""
+        if key is not None and self.experts is None:
+            self._check_key(experts, key, path)
         loss, accuracy = experts.curves()
         return {"experts": {
-            "path": str(path), "key": self.experts_key, "built": built, "num_experts": experts.num_experts,
+            "path": str(path), "key": str(experts.attrs.get("key")), "built": built, "num_experts": experts.num_experts,
             "train_epochs": experts.num_epochs,
             "final_train_accuracy": round(float(accuracy[:, -1].mean()), 4) if accuracy.size else None,
         }}

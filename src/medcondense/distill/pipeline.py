@@ -259,8 +259,8 @@ def check_distributed(config: DistillConfig) -> None:
     from medcondense import distributed
 
     world = distributed.world_size()
-    if world == 1 or is_coreset(config.method):
-        return  # a coreset is picked on rank 0
+    if world == 1 or is_coreset(config.method) or config.experts_only:
+        return  # a coreset is picked on rank 0; MTT's experts go round-robin over the ranks
     cls = method_class(synthetic_method_name(config))
     if not getattr(cls, "supports_class_shards", False):
         reason = getattr(cls, "class_shards_refusal", "") or "it does not declare supports_class_shards"
@@ -275,7 +275,7 @@ def check_class_shards(config: DistillConfig, num_classes: int) -> None:
     from medcondense import distributed
 
     world = distributed.world_size()
-    if world > num_classes and not is_coreset(config.method):
+    if world > num_classes and not is_coreset(config.method) and not config.experts_only:
         raise ConfigError(
             f"{world} processes but only {num_classes} classes with train images: distill splits classes "
             f"over the processes; start at most {num_classes} (torchrun --nproc_per_node {num_classes})",
@@ -405,11 +405,14 @@ def _prepare(method: Method, config: DistillConfig, real: store.ImageSet, x: tor
 def _prepare_only(config: DistillConfig, real: store.ImageSet, hp: Hyperparameters, source_hash: str,
                   device: torch.device, started: float) -> dict[str, Any]:
     """``--experts-only``: the method's preparation (MTT's expert trajectories), no distillation."""
+    from medcondense import distributed
     from medcondense.device import describe_device
 
     x, y, _, _ = _standardized_train(real, device)
     spec = DataSpec(channels=real.image_shape[0], image_size=real.image_shape[1], num_classes=real.num_classes)
-    facts = _prepare(method_class(hp.method)(hp, spec, device), config, real, x, y, source_hash)
+    method = method_class(hp.method)(hp, spec, device)
+    method.group = distributed.current()  # MTT's experts go round-robin over the ranks
+    facts = _prepare(method, config, real, x, y, source_hash)
     return {"output": None, "method": config.method, "experts_only": True, "device": describe_device(device),
             "source_hash": source_hash, "wall_time_s": round(time.time() - started, 3), **facts}
 
@@ -466,16 +469,20 @@ def _run_synthetic(
     spec = DataSpec(channels=real.image_shape[0], image_size=real.image_shape[1], num_classes=real.num_classes)
     sampler = RealSampler([x[y == c] for c in range(spec.num_classes)])
     syn_labels = torch.arange(spec.num_classes, device=device).repeat_interleave(hp.ipc)
-    method = method_class(hp.method)(hp, spec, device)
-    if private is not None:
-        method.set_private_data(x, y.cpu().numpy(), private[1])
-    checkpoint = checkpoint_path_for(config.output)
-    state, resumed_from, method = _start_state(config, method, hp, sampler, spec, device, checkpoint, run_key, source_hash)
-    _check_same_start(group, state.iteration, checkpoint)
-    facts = _prepare(method, config, real, x, y, source_hash)
     from medcondense import distributed
 
     group = group or distributed.SINGLE
+    method = method_class(hp.method)(hp, spec, device)
+    method.group = group
+    if private is not None:
+        method.set_private_data(x, y.cpu().numpy(), private[1])
+    checkpoint = checkpoint_path_for(config.output)
+    # before any method state is made (DP-DM's release is a collective): all resume, or none
+    _check_same_start(group, bool(config.resume and checkpoint.exists()), checkpoint, "resume from the checkpoint")
+    state, resumed_from, method = _start_state(config, method, hp, sampler, spec, device, checkpoint, run_key, source_hash)
+    method.group = group
+    _check_same_start(group, state.iteration, checkpoint)
+    facts = _prepare(method, config, real, x, y, source_hash)
     classes = group.mine(spec.num_classes) if group.active else None  # round-robin class shards
     engine = Engine(method, sampler, syn_labels, checkpoint=checkpoint, checkpoint_every=config.checkpoint_every,
                     run_key=run_key, source_hash=source_hash, hooks=hooks, config=config_to_dict(config),
@@ -509,7 +516,7 @@ def _run_synthetic(
         "loss_first": curve[0][1] if curve else None, "final_loss": curve[-1][1] if curve else None,
     }
     if dp_attrs is not None:
-        out.update(dp=dp_attrs, units=private[2])
+        out.update(dp=dp_attrs, units=private[2], dp_release=method.release_id)
     return out
 
 
@@ -525,15 +532,15 @@ def _dp_safe_attrs(real: store.ImageSet) -> dict[str, Any]:
     return out
 
 
-def _check_same_start(group: Any, iteration: int, checkpoint: Path) -> None:
+def _check_same_start(group: Any, start: Any, checkpoint: Path, what: str = "start from different iterations") -> None:
     """Every rank must start from the same iteration: a rank that cannot see rank 0's checkpoint
     (no shared file system) would start over and the ranks would fall out of step."""
     if group is None or not group.active:
         return
-    starts = group.all_gather(iteration, "comparing the ranks' start")
+    starts = group.all_gather(start, "comparing the ranks' start")
     if len(set(starts)) > 1:
         raise ConfigError(
-            f"the ranks would start from different iterations {starts} (rank order): not every rank "
+            f"the ranks would {what} {starts} (rank order): not every rank "
             "sees the same checkpoint; keep input, output and checkpoint on a file system all nodes share",
             path=checkpoint,
         )
