@@ -12,6 +12,7 @@ import signal
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -21,7 +22,7 @@ from blob_data import make_blob_set
 from dist_helpers import finish, leftovers, one_json, plain, rank_codes, torchrun
 
 # 4 classes, 8 px, few images: an iteration takes milliseconds, start-up dominates
-DM = ["--method", "dm", "--ipc", "2", "--iterations", "30", "--batch-real", "8", "--device", "cpu", "-q"]
+DM = ["--method", "dm", "--ipc", "2", "--iterations", "20", "--batch-real", "8", "--device", "cpu", "-q"]
 EXACT = ["--amp", "off", "--compile", "off", "--batch-classes", "off"]
 
 
@@ -124,14 +125,116 @@ def test_evaluate_two_ranks_reports_what_one_process_reports(tmp_path: Path):
     assert leftovers(tmp_path) == []
 
 
-def test_usage_errors_exit_2_on_every_rank(tmp_path: Path, blob: Path):
-    """Acceptance 3: a usage error is exit 2 on every rank, before any rank waits for another."""
-    bad = torchrun("distill", blob, "--method", "dm", "--ipc", "0", "-o", "x.h5", cwd=tmp_path, rc_dir=tmp_path / "rc")
+def test_usage_errors_exit_2_on_every_rank_as_the_mtt_loop_does(tmp_path: Path, blob: Path):
+    """Acceptance 3 with the usage error #9 allows: the MTT loop refuses several ranks with exit 2
+    and the reason on every rank, before any rank waits for another; nothing is written."""
+    bad = torchrun("distill", blob, "--method", "mtt", "--ipc", "1", "-o", "x.h5", cwd=tmp_path, rc_dir=tmp_path / "rc")
     code, out, err = finish(bad)
     assert code != 0
     assert rank_codes(tmp_path / "rc") == [2, 2]
-    assert "--ipc 0" in err and out == ""
-    assert not (tmp_path / "x.h5").exists()
+    assert "cannot be split over 2 processes: one expert trajectory couples all classes" in err
+    assert "--experts-only" in err and out == ""
+    assert not (tmp_path / "x.h5").exists() and not list(tmp_path.glob("*.experts"))
+
+
+IDM = ["--method", "idm", "--ipc", "1", "--iterations", "2", "--batch-real", "8", "--net-queue", "3", "--device",
+       "cpu", "-q", "--amp", "off", "--compile", "off"]
+
+
+def test_idm_two_ranks_equal_one_process(tmp_path: Path, blob: Path):
+    """#14 with #17: every rank trains the same network queue from the same seed and matches its
+    own classes; the factorised images are bit for bit one process's."""
+    procs = [plain("distill", blob, *IDM, "-o", "i1.h5", cwd=tmp_path),
+             torchrun("distill", blob, *IDM, "-o", "i2.h5", cwd=tmp_path, rc_dir=tmp_path / "rc")]
+    for proc in procs:
+        code, _out, err = finish(proc)
+        assert code == 0, err
+    assert rank_codes(tmp_path / "rc") == [0, 0]
+    one, two = store.read(tmp_path / "i1.h5"), store.read(tmp_path / "i2.h5")
+    assert np.array_equal(one.images, two.images)
+    # the loss is summed over the ranks in float64: another order of the same float32 terms
+    np.testing.assert_allclose(np.array(one.attrs["loss_curve"]), np.array(two.attrs["loss_curve"]), rtol=1e-6)
+
+
+MTT_EXPERTS = ["--method", "mtt", "--ipc", "1", "--experts-only", "--num-experts", "3", "--train-epochs", "2",
+               "--expert-epochs", "1", "--max-start-epoch", "1", "--device", "cpu", "--amp", "off", "--compile", "off"]
+
+
+def test_mtt_experts_round_robin_over_two_ranks_equal_one_process(tmp_path: Path, blob: Path):
+    """#9 under torchrun: --experts-only trains the experts round-robin over the ranks, rank 0
+    gathers and writes; an interrupted build resumes expert by expert; the file holds what one
+    process builds (each expert seeded by its index, not by the rank)."""
+    import shutil
+
+    from medcondense.distill.experts import part_path, write_part
+
+    for side in ("one", "two"):
+        (tmp_path / side).mkdir()
+        shutil.copy(blob, tmp_path / side / "blob.h5")
+    code, out, err = finish(plain("distill", "blob.h5", *MTT_EXPERTS, "-q", "--json", "-o", "unused.h5", cwd=tmp_path / "one"))
+    assert code == 0, err
+    single = Path(json.loads(out)["experts"]["path"])
+    single = single if single.is_absolute() else tmp_path / "one" / single
+    with h5py.File(single, "r") as f:
+        arrays = {name: np.asarray(f[name]) for name in ("trajectories", "train_loss", "train_accuracy")}
+        attrs = {k: v for k, v in f.attrs.items() if k != "provenance"}
+    # the 2-rank build finds expert 0 finished (an interrupted build) and trains 1 and 2, one per rank
+    target = tmp_path / "two" / single.relative_to(tmp_path / "one")
+    write_part(part_path(target, 0), json.loads(attrs["key"]), arrays["trajectories"][0], arrays["train_loss"][0],
+               arrays["train_accuracy"][0])
+    two = torchrun("distill", "blob.h5", *MTT_EXPERTS, "--json", "-o", "unused.h5", cwd=tmp_path / "two",
+                   rc_dir=tmp_path / "rc")
+    code, out, err = finish(two)
+    assert code == 0, err
+    assert rank_codes(tmp_path / "rc") == [0, 0]
+    assert one_json(out)["experts"]["built"] is True
+    assert "resumed the expert build: 1 of 3" in err and "round-robin over 2 processes" in err
+    assert "expert 2/3" in err and "expert 3/3" in err and "expert 1/3" not in err  # rank 0 logs what it wrote
+    with h5py.File(target, "r") as f:
+        for name, values in arrays.items():
+            assert np.array_equal(np.asarray(f[name]), values), name
+        assert {k: v for k, v in f.attrs.items() if k != "provenance"} == attrs
+    assert not part_path(target, 0).parent.exists()  # the parts are gone once the file is whole
+    assert not (tmp_path / "two" / "unused.h5").exists()
+
+
+DP_DM = ["--method", "dm", "--ipc", "2", "--iterations", "60", "--device", "cpu", "--dp-epsilon", "8", "--dp-unit",
+         "image", "--dp-queries", "3", "--aug", "none", "--checkpoint-every", "2", "--amp", "off", "--compile", "off"]
+
+
+def test_dp_dm_releases_once_on_rank_0_and_a_resume_on_one_rank_reuses_it(tmp_path: Path, blob: Path):
+    """DP-DM under torchrun: rank 0 alone releases the noisy statistics and broadcasts them (the
+    ranks compare the release's digest, or stop); SIGINT mid-run keeps the release in the
+    checkpoint, and --resume as one process (another world size) matches against that release,
+    releasing nothing new; the output is a valid DP file."""
+    import torch
+
+    from medcondense.distill import dp
+    from medcondense.distill.dpdm import release_digest
+
+    run = torchrun("distill", blob, *DP_DM, "-o", "dp.h5", cwd=tmp_path, rc_dir=tmp_path / "rc", new_session=True)
+    checkpoint = tmp_path / "dp.h5.ckpt"
+    deadline = time.time() + 180
+    while not checkpoint.exists() and run.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert checkpoint.exists(), run.communicate()[1]
+    os.killpg(run.pid, signal.SIGINT)
+    code, _out, err = finish(run)
+    assert rank_codes(tmp_path / "rc") == [130, 130], err
+    payload = torch.load(checkpoint, weights_only=True)
+    released = release_digest(dp.Statistics.from_state(payload["method_state"]["dp_release"], torch.device("cpu")))
+    assert err.count("released the DP statistics") == 1  # once, on rank 0
+    assert f"released the DP statistics (once on rank 0): {released}" in err
+    code, out, err = finish(plain("distill", blob, *DP_DM, "-o", "dp.h5", "--resume", "--json", cwd=tmp_path))
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["resumed_from"] == payload["iteration"] and summary["dp_release"] == released
+    assert "released the DP statistics" not in err
+    assert f"reusing the DP release of the checkpoint: {released}" in err
+    written = store.read(tmp_path / "dp.h5")
+    assert written.attrs["dp"]["epsilon"] == 8.0 and written.attrs["dp"]["noise_multiplier"] > 0
+    assert "run_key" not in written.attrs and np.isfinite(written.images).all()
+    assert leftovers(tmp_path) == []
 
 
 def test_sigint_stops_every_rank_then_resume_in_one_process_equals_uninterrupted(tmp_path: Path, blob: Path, shared: Path):
@@ -152,7 +255,7 @@ def test_sigint_stops_every_rank_then_resume_in_one_process_equals_uninterrupted
     import torch
 
     stopped_at = torch.load(checkpoint, weights_only=True)["iteration"]
-    assert 0 < stopped_at < 31
+    assert 0 < stopped_at < 21
     code, out, err = finish(plain("distill", blob, *args, "-o", "syn.h5", "--resume", "--json", cwd=tmp_path))
     assert code == 0, err
     assert json.loads(out)["resumed_from"] == stopped_at
