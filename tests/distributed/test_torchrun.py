@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -26,40 +27,77 @@ DM = ["--method", "dm", "--ipc", "2", "--iterations", "20", "--batch-real", "8",
 EXACT = ["--amp", "off", "--compile", "off", "--batch-classes", "off"]
 
 
+DSA = ["--method", "dsa", "--ipc", "2", "--iterations", "2", "--outer-loop", "2", "--inner-loop", "1",
+       "--batch-real", "8", "--device", "cpu", "-q", "--amp", "off", "--compile", "off"]
+IDM = ["--method", "idm", "--ipc", "1", "--iterations", "1", "--batch-real", "8", "--net-queue", "3", "--device",
+       "cpu", "-q", "--amp", "off", "--compile", "off"]
+MTT_EXPERTS = ["--method", "mtt", "--ipc", "1", "--experts-only", "--num-experts", "3", "--train-epochs", "2",
+               "--expert-epochs", "1", "--max-start-epoch", "1", "--device", "cpu", "--amp", "off", "--compile", "off"]
+EVALUATE = ["hard.h5", "--real", "hard.h5", "--models", "4", "--epochs", "2", "--baselines", "random,full",
+            "--device", "cpu", "-q", "--json", "-o", "report.json"]
+
+
+class Shared:
+    """The module's folder (the tiny real set) and the plain one-process runs every comparison
+    needs, all started at once when the module starts, so they overlap the torchrun launches
+    (one plain DM run serves the 2-rank, the 1-rank and the interrupted-then-resumed runs: a
+    checkpoint interval is not part of the run key)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.blob = folder / "blob.h5"
+        store.write(self.blob, make_blob_set(per_class=(8, 2, 4), size=8))
+        (folder / "mtt").mkdir()
+        shutil.copy(self.blob, folder / "mtt" / "blob.h5")
+        (folder / "eval").mkdir()
+        store.write(folder / "eval" / "hard.h5", make_blob_set(noise=1.2, per_class=(6, 2, 6), size=8))
+        self.started = {
+            "dm": plain("distill", self.blob, *DM, *EXACT, "-o", "reference.h5", cwd=folder),
+            "dsa": plain("distill", self.blob, *DSA, "-o", "dsa.h5", cwd=folder),
+            "idm": plain("distill", self.blob, *IDM, "-o", "idm.h5", cwd=folder),
+            "mtt": plain("distill", "blob.h5", *MTT_EXPERTS, "-q", "--json", "-o", "unused.h5", cwd=folder / "mtt"),
+            "evaluate": plain("evaluate", *EVALUATE, cwd=folder / "eval"),
+        }
+        self.done: dict[str, tuple[int, str, str]] = {}
+
+    def result(self, name: str) -> tuple[int, str, str]:
+        """The plain run's exit code, stdout and stderr, once it has finished (it must succeed)."""
+        if name not in self.done:
+            self.done[name] = finish(self.started[name], timeout=400)
+        code, _out, err = self.done[name]
+        assert code == 0, (name, err)
+        return self.done[name]
+
+    def close(self) -> None:
+        for proc in self.started.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+
+
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory) -> Path:
-    """A folder with the tiny real set and, started at once, the plain DM run every DM
-    comparison uses (a checkpoint interval is not part of the run key, so one plain run serves
-    the 2-rank, the 1-rank and the interrupted-then-resumed runs)."""
-    folder = tmp_path_factory.mktemp("torchrun")
-    store.write(folder / "blob.h5", make_blob_set(per_class=(8, 2, 4), size=8))
-    reference = plain("distill", folder / "blob.h5", *DM, *EXACT, "-o", "reference.h5", cwd=folder)
-    yield folder
-    if reference.poll() is None:
-        reference.kill()
-    reference.communicate()
+def shared(tmp_path_factory) -> Shared:
+    runs = Shared(tmp_path_factory.mktemp("torchrun"))
+    yield runs
+    runs.close()
 
 
-def _reference(shared: Path) -> Path:
-    """The plain run's output, once it is there."""
-    path = shared / "reference.h5"
-    deadline = time.time() + 300
-    while not path.exists() and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(0.5)  # published by rename: complete once visible
-    return path
+def _reference(shared: Shared) -> Path:
+    """The plain DM run's output."""
+    shared.result("dm")
+    return shared.folder / "reference.h5"
 
 
 @pytest.fixture
-def blob(shared: Path) -> Path:
-    return shared / "blob.h5"
+def blob(shared: Shared) -> Path:
+    return shared.blob
 
 
 def _images(path: Path) -> np.ndarray:
     return store.read(path).images
 
 
-def test_dm_two_ranks_equal_one_process_and_one_rank_equals_plain(tmp_path: Path, blob: Path, shared: Path):
+def test_dm_two_ranks_equal_one_process_and_one_rank_equals_plain(tmp_path: Path, blob: Path, shared: Shared):
     """Acceptance 1, 3 and 5: torch.equal with classes one at a time; one output, one JSON
     document, nothing left; every rank exits 0; one rank under torchrun makes the same file."""
     (tmp_path / "two").mkdir()
@@ -86,41 +124,32 @@ def test_dm_two_ranks_equal_one_process_and_one_rank_equals_plain(tmp_path: Path
     assert "Traceback" not in done["two"][2]
 
 
-def test_dsa_two_ranks_equal_one_process(tmp_path: Path, blob: Path):
+def test_dsa_two_ranks_equal_one_process(tmp_path: Path, blob: Path, shared: Shared):
     """Acceptance 1 for DSA (a few iterations): the synthetic set is combined after each image
     step and every rank repeats the inner loop, and the result is bit for bit one process's.
     (Batched classes and bf16 are compared in test_distributed_unit.py, in one process.)"""
-    dsa = ["--method", "dsa", "--ipc", "2", "--iterations", "2", "--outer-loop", "2", "--inner-loop", "1",
-           "--batch-real", "8", "--device", "cpu", "-q", "--amp", "off", "--compile", "off"]
-    procs = [plain("distill", blob, *dsa, "-o", "s1.h5", cwd=tmp_path), torchrun("distill", blob, *dsa, "-o", "s2.h5", cwd=tmp_path)]
-    for proc in procs:
-        code, _out, err = finish(proc)
-        assert code == 0, err
-    assert np.array_equal(_images(tmp_path / "s1.h5"), _images(tmp_path / "s2.h5"))
+    code, _out, err = finish(torchrun("distill", blob, *DSA, "-o", "s2.h5", cwd=tmp_path))
+    assert code == 0, err
+    shared.result("dsa")
+    assert np.array_equal(_images(shared.folder / "dsa.h5"), _images(tmp_path / "s2.h5"))
 
 
-def test_evaluate_two_ranks_reports_what_one_process_reports(tmp_path: Path):
+def test_evaluate_two_ranks_reports_what_one_process_reports(tmp_path: Path, shared: Shared):
     """Acceptance 2: --models 4 on 2 ranks = one process, on a set far from 100 % accuracy."""
-    for side in ("one", "two"):
-        (tmp_path / side).mkdir()
-        store.write(tmp_path / side / "hard.h5", make_blob_set(noise=1.2, per_class=(6, 2, 6), size=8))
-    args = ["hard.h5", "--real", "hard.h5", "--models", "4", "--epochs", "2", "--baselines", "random,full",
-            "--device", "cpu", "-q", "--json", "-o", "report.json"]
-    one = plain("evaluate", *args, cwd=tmp_path / "one")
-    two = torchrun("evaluate", *args, cwd=tmp_path / "two", rc_dir=tmp_path / "rc")
-    (c1, out1, e1), (c2, out2, e2) = finish(one), finish(two)
-    assert c1 == 0 and c2 == 0, (e1, e2)
+    store.write(tmp_path / "hard.h5", make_blob_set(noise=1.2, per_class=(6, 2, 6), size=8))
+    code, out2, err = finish(torchrun("evaluate", *EVALUATE, cwd=tmp_path, rc_dir=tmp_path / "rc"))
+    assert code == 0, err
     assert rank_codes(tmp_path / "rc") == [0, 0]
-    r1 = json.loads((tmp_path / "one" / "report.json").read_text())
-    r2 = json.loads((tmp_path / "two" / "report.json").read_text())
+    shared.result("evaluate")
+    r1 = json.loads((shared.folder / "eval" / "report.json").read_text())
+    r2 = json.loads((tmp_path / "report.json").read_text())
     assert r1["results"] == r2["results"]
     assert r1["run_key"] == r2["run_key"]
     accuracy = r1["results"][0]["metrics"]["accuracy"]["mean"]
-    assert 0.3 < accuracy < 0.9 or accuracy < 0.6, accuracy  # far from trivially 100 %
-    assert accuracy < 0.95
+    assert accuracy < 0.9, accuracy  # far from trivially 100 %
     assert one_json(out2)["run_key"] == r2["run_key"]  # one document on stdout
     assert r2["provenance"]["distributed"]["world_size"] == 2
-    cache = json.loads((tmp_path / "two" / "hard.h5.baselines.json").read_text())
+    cache = json.loads((tmp_path / "hard.h5.baselines.json").read_text())
     assert len(cache["entries"]) == 2  # rank 0 wrote the full and the random baseline once
     assert leftovers(tmp_path) == []
 
@@ -137,49 +166,35 @@ def test_usage_errors_exit_2_on_every_rank_as_the_mtt_loop_does(tmp_path: Path, 
     assert not (tmp_path / "x.h5").exists() and not list(tmp_path.glob("*.experts"))
 
 
-IDM = ["--method", "idm", "--ipc", "1", "--iterations", "2", "--batch-real", "8", "--net-queue", "3", "--device",
-       "cpu", "-q", "--amp", "off", "--compile", "off"]
-
-
-def test_idm_two_ranks_equal_one_process(tmp_path: Path, blob: Path):
+def test_idm_two_ranks_equal_one_process(tmp_path: Path, blob: Path, shared: Shared):
     """#14 with #17: every rank trains the same network queue from the same seed and matches its
     own classes; the factorised images are bit for bit one process's."""
-    procs = [plain("distill", blob, *IDM, "-o", "i1.h5", cwd=tmp_path),
-             torchrun("distill", blob, *IDM, "-o", "i2.h5", cwd=tmp_path, rc_dir=tmp_path / "rc")]
-    for proc in procs:
-        code, _out, err = finish(proc)
-        assert code == 0, err
+    code, _out, err = finish(torchrun("distill", blob, *IDM, "-o", "i2.h5", cwd=tmp_path, rc_dir=tmp_path / "rc"))
+    assert code == 0, err
     assert rank_codes(tmp_path / "rc") == [0, 0]
-    one, two = store.read(tmp_path / "i1.h5"), store.read(tmp_path / "i2.h5")
+    shared.result("idm")
+    one, two = store.read(shared.folder / "idm.h5"), store.read(tmp_path / "i2.h5")
     assert np.array_equal(one.images, two.images)
     # the loss is summed over the ranks in float64: another order of the same float32 terms
     np.testing.assert_allclose(np.array(one.attrs["loss_curve"]), np.array(two.attrs["loss_curve"]), rtol=1e-6)
 
 
-MTT_EXPERTS = ["--method", "mtt", "--ipc", "1", "--experts-only", "--num-experts", "3", "--train-epochs", "2",
-               "--expert-epochs", "1", "--max-start-epoch", "1", "--device", "cpu", "--amp", "off", "--compile", "off"]
-
-
-def test_mtt_experts_round_robin_over_two_ranks_equal_one_process(tmp_path: Path, blob: Path):
+def test_mtt_experts_round_robin_over_two_ranks_equal_one_process(tmp_path: Path, blob: Path, shared: Shared):
     """#9 under torchrun: --experts-only trains the experts round-robin over the ranks, rank 0
     gathers and writes; an interrupted build resumes expert by expert; the file holds what one
     process builds (each expert seeded by its index, not by the rank)."""
-    import shutil
-
     from medcondense.distill.experts import part_path, write_part
 
-    for side in ("one", "two"):
-        (tmp_path / side).mkdir()
-        shutil.copy(blob, tmp_path / side / "blob.h5")
-    code, out, err = finish(plain("distill", "blob.h5", *MTT_EXPERTS, "-q", "--json", "-o", "unused.h5", cwd=tmp_path / "one"))
-    assert code == 0, err
-    single = Path(json.loads(out)["experts"]["path"])
-    single = single if single.is_absolute() else tmp_path / "one" / single
+    (tmp_path / "two").mkdir()
+    shutil.copy(blob, tmp_path / "two" / "blob.h5")
+    _code, out, _err = shared.result("mtt")
+    relative = Path(json.loads(out)["experts"]["path"])  # beside the input: blob.h5.experts/<key>.h5
+    single = shared.folder / "mtt" / relative
     with h5py.File(single, "r") as f:
         arrays = {name: np.asarray(f[name]) for name in ("trajectories", "train_loss", "train_accuracy")}
         attrs = {k: v for k, v in f.attrs.items() if k != "provenance"}
     # the 2-rank build finds expert 0 finished (an interrupted build) and trains 1 and 2, one per rank
-    target = tmp_path / "two" / single.relative_to(tmp_path / "one")
+    target = tmp_path / "two" / relative
     write_part(part_path(target, 0), json.loads(attrs["key"]), arrays["trajectories"][0], arrays["train_loss"][0],
                arrays["train_accuracy"][0])
     two = torchrun("distill", "blob.h5", *MTT_EXPERTS, "--json", "-o", "unused.h5", cwd=tmp_path / "two",
@@ -237,7 +252,7 @@ def test_dp_dm_releases_once_on_rank_0_and_a_resume_on_one_rank_reuses_it(tmp_pa
     assert leftovers(tmp_path) == []
 
 
-def test_sigint_stops_every_rank_then_resume_in_one_process_equals_uninterrupted(tmp_path: Path, blob: Path, shared: Path):
+def test_sigint_stops_every_rank_then_resume_in_one_process_equals_uninterrupted(tmp_path: Path, blob: Path, shared: Shared):
     """Acceptance 4: SIGINT to the process group mid-run: every worker exits 130 at the same
     iteration, a checkpoint exists; --resume in one process then equals an uninterrupted run."""
     args = [*DM, *EXACT, "--checkpoint-every", "2"]
