@@ -291,6 +291,12 @@ class Group:
         return _unpack(shared)
 
 
+def reported_error(report: tuple[str, str, Any, Any]) -> BaseException:
+    """The error another rank reported as ``(class name, message, path, hint)``, rebuilt as the
+    same :class:`MedcondenseError` class (so every rank exits with the same code)."""
+    return _rebuild(("error", report))
+
+
 def _unpack(outcome: tuple[str, Any]) -> Any:
     if outcome[0] == "ok":
         return outcome[1]

@@ -175,3 +175,20 @@ def test_a_dead_rank_is_a_clear_error_not_a_hang(tmp_path):
     procs[1].communicate(timeout=120)
     assert procs[0].returncode == 1, (out0, err0)
     assert "rank 0: lost contact with the other ranks" in out0 and "MEDCONDENSE_DIST_TIMEOUT" in out0
+
+
+def test_an_expert_that_fails_on_one_rank_fails_the_round_for_every_rank_and_keeps_the_others(tmp_path):
+    """Rank 0 writes the experts of a round that finished and raises the error another rank
+    reported, as the same class (exit 2 for a diverged expert on every rank)."""
+    import numpy as np
+
+    from medcondense.distill.experts import BuildHooks, ExpertSettings, _read_part, _write_round, part_path
+
+    settings = ExpertSettings(num_experts=2, train_epochs=1)
+    target = tmp_path / "experts.h5"
+    finished = ("ok", (np.zeros((2, 3), np.float32), np.ones(1, np.float32), np.ones(1, np.float32), 0.1))
+    diverged = ("error", ("ConfigError", "expert 1 diverged (loss nan); lower --lr-teacher (now 0.01)", None, None))
+    with pytest.raises(ConfigError, match="expert 1 diverged"):
+        _write_round(target, "key", settings, [0, 1], [finished, diverged], None, BuildHooks())
+    assert _read_part(part_path(target, 0), "key", 1) is not None  # kept for the next try
+    assert not part_path(target, 1).exists()

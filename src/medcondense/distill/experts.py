@@ -392,7 +392,7 @@ def _write_round(path: Path, key: str, settings: ExpertSettings, experts: list[i
         if hooks.after_expert is not None:
             hooks.after_expert(expert)
     if failure is not None:
-        raise distributed._rebuild(("error", failure))
+        raise distributed.reported_error(failure)
 
 
 def assemble(
