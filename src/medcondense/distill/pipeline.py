@@ -558,7 +558,7 @@ def _start_state(config, method, hp, sampler, spec, device, checkpoint, run_key,
 
 def _short_hp(hp: Hyperparameters) -> str:
     if not method_class(hp.method).uses_real_batches:  # e.g. MTT: its own settings say more
-        return ", ".join([f"lr_img={hp.lr_img}", f"aug={hp.aug}", f"amp={hp.amp}",
+        return ", ".join([f"lr_img={hp.lr_img}", f"aug={hp.aug}", f"amp={hp.amp}", f"compile={hp.compile}",
                           *(f"{k}={v}" for k, v in hp.extra.items())])
     keys = ("lr_img", "batch_real", "outer_loop", "inner_loop", "aug", "batch_classes", "amp", "compile")
     return ", ".join(f"{k}={getattr(hp, k)}" for k in keys)
