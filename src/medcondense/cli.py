@@ -327,6 +327,7 @@ def distill(
       medcondense distill data.h5 --method herding --ipc 10
 
       medcondense distill data.h5 --method mtt --ipc 1 --preset medmnist   # experts built and cached first
+
       medcondense distill data.h5 --method dm --ipc 10 --dp-epsilon 8 --dp-delta 1e-5 -o syn_dp.h5
 
       medcondense distill data.h5 --method idm --ipc 10 --factor 2 --init herding
@@ -424,7 +425,7 @@ def score(
     mia_models: Optional[int] = typer.Option(None, "--mia-models", help="Models trained on each artefact for the loss attack [default: 2]."),
     mia_shadows: Optional[int] = typer.Option(None, "--mia-shadows", help="LiRA with N shadow distillations (even, >= 4; costly) [default: 0 = off]."),
     mia_nonmembers: Optional[str] = typer.Option(None, "--mia-nonmembers", help="Non-member splits: val | test | val,test [default: val,test]."),
-    mia_unit: Optional[str] = typer.Option(None, "--mia-unit", help="patient | image [default: patient when the file records patients]."),
+    mia_unit: Optional[str] = typer.Option(None, "--mia-unit", help="auto | patient | image [default: auto = patient when the file records patients, else image]."),
     max_mia_auc: Optional[float] = typer.Option(None, "--max-mia-auc", help="Exit 5 when an attack's AUC on SYN exceeds this."),
     max_mia_tpr: Optional[float] = typer.Option(None, "--max-mia-tpr", help="Exit 5 when an attack's TPR at 1% FPR on SYN exceeds this."),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="Predictor calibration JSON [default: the shipped one]."),
