@@ -273,7 +273,7 @@ def distill(
     iterations: Optional[int] = typer.Option(None, "--iterations", help="Outer iterations [default: from --preset: quick DC/DSA 10, DM 200, MTT 10; paper DC/DSA 1000, DM 20000, MTT 5000]."),
     outer_loop: Optional[int] = typer.Option(None, "--outer-loop", help="DC/DSA outer loop [default: by IPC, from the reference table]."),
     inner_loop: Optional[int] = typer.Option(None, "--inner-loop", help="DC/DSA inner loop [default: by IPC, from the reference table]."),
-    lr_img: Optional[float] = typer.Option(None, "--lr-img", help="Learning rate of the synthetic images [default: 0.1 for DC/DSA, 1.0 for DM]."),
+    lr_img: Optional[float] = typer.Option(None, "--lr-img", help="Learning rate of the synthetic images [default: 0.1 for DC/DSA, 1.0 for DM and DP-DM, 0.2 for IDM, 1000 for MTT (its table)]."),
     batch_real: Optional[int] = typer.Option(None, "--batch-real", help="Real images per class per step [default: from --preset: quick 64, paper 256 (the reference)]."),
     init: Optional[str] = typer.Option(None, "--init", help="real (random real images) | noise | herding | kcenter (real images picked by the coreset rule in a random ConvNet embedding) [default: real]."),
     factor: Optional[int] = typer.Option(None, "--factor", help="IDM: each stored image holds factor x factor smaller images, decoded by upsampling (more images in the same storage; 1 = off) [default: 2]."),
