@@ -134,8 +134,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "ingest.json"))
     parser.add_argument("--fresh", action="store_true", help="ignore cached cells")
     parser.add_argument("--no-compile", action="store_true",
-                        help="do not byte-compile medcondense first (each run then compiles what it imports "
-                             "when PYTHONDONTWRITEBYTECODE is set)")
+                        help="leave medcondense's bytecode cache as it is (with none and PYTHONDONTWRITEBYTECODE "
+                             "set, each run compiles what it imports)")
     args = parser.parse_args()
     out = Path(args.out)
     settings = {"slices": args.slices, "repeats": args.repeats, "bytecode_compiled": not args.no_compile}

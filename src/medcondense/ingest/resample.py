@@ -115,14 +115,15 @@ def resample_slice(
     cx, cy = (arr.shape[1] - 1) * sx / 2.0, (arr.shape[0] - 1) * sy / 2.0
     origin = (cx - (size - 1) * out_spacing / 2.0, cy - (size - 1) * out_spacing / 2.0)
     factor = max(1, int(out_spacing / max(sx, sy))) if not mask else 1
-    if mask or not arr.size:
-        pad = 0.0
-    else:  # the darkest modality value (the LUT may have a negative slope)
-        pad = float(slope * float(arr.min() if slope >= 0 else arr.max()) + intercept)
+    stored = arr
     arr = block_mean(arr, factor, (slope, intercept)) if factor >= 2 or rescale is not None else arr
     src_origin = ((factor - 1) * sx / 2.0, (factor - 1) * sy / 2.0)
     if _same_grid(arr.shape, (sx * factor, sy * factor), src_origin, size, out_spacing, origin):
         return (arr.copy() if arr is image else arr), out_spacing
+    if mask or not stored.size:
+        pad = 0.0
+    else:  # the darkest modality value (the LUT may have a negative slope)
+        pad = float(slope * float(stored.min() if slope >= 0 else stored.max()) + intercept)
     _single_thread()
     import SimpleITK as sitk
 
