@@ -14,7 +14,9 @@ with ``PYTHONDONTWRITEBYTECODE=1``, as on our shared build box) every run compil
 about 0.1 CPU s more; ``--no-compile`` measures that case.
 
 Each command runs ``--repeats`` times, the tools alternating, and the median is reported: on a
-shared machine single runs swing with other people's load (``load_average`` is recorded).
+shared machine single runs swing with other people's load (``load_average`` is recorded). The
+table gives the ratio to dcm2niix in slices per second (the goal) and in slices per CPU second
+(steadier under load, where wall time mostly measures the share of the cores a process got).
 Peak memory is the largest resident set of the command and its worker processes (the
 ``RUSAGE_CHILDREN`` maximum of a small wrapper process that runs only that command).
 
@@ -183,6 +185,9 @@ def summarize(record: dict, slices: int) -> None:
     ref = record["cells"].get("dcm2niix")
     for cell in record["cells"].values():
         cell["ratio_to_dcm2niix"] = round(cell["slices_per_s"] / ref["slices_per_s"], 3) if ref else None
+        # slices per CPU second relative to dcm2niix: steadier than wall time on a loaded machine,
+        # where the wall time measures the share of the cores each process was given
+        cell["cpu_ratio_to_dcm2niix"] = round(ref["median_cpu_seconds"] / cell["median_cpu_seconds"], 3) if ref else None
 
 
 def print_table(record: dict, slices: int) -> None:
@@ -192,13 +197,14 @@ def print_table(record: dict, slices: int) -> None:
     compiled = "" if record["settings"].get("bytecode_compiled", True) else ", no bytecode cache"
     table = Table(title=f"ingest: {slices} slices 512x512 -> 64 px, whole process, median of "
                         f"{record['settings']['repeats']}{compiled} (goal: serial >= {GOAL_RATIO:.1f}x dcm2niix)")
-    for col in ("command", "seconds", "slices/s", "x dcm2niix", "CPU s", "peak RSS MB", "load"):
+    for col in ("command", "seconds", "slices/s", "x dcm2niix", "CPU s", "x dcm2niix (CPU)", "peak RSS MB", "load"):
         table.add_column(col, justify="right")
     for name, cell in record["cells"].items():
-        ratio = cell.get("ratio_to_dcm2niix")
+        ratio, cpu_ratio = cell.get("ratio_to_dcm2niix"), cell.get("cpu_ratio_to_dcm2niix")
         loads = [r["load_average"] for r in cell["runs"]]
         table.add_row(name, f"{cell['median_seconds']:.3f}", f"{cell['slices_per_s']:.0f}",
                       "-" if ratio is None else f"{ratio:.2f}", f"{cell['median_cpu_seconds']:.2f}",
+                      "-" if cpu_ratio is None else f"{cpu_ratio:.2f}",
                       f"{cell['peak_rss_mb']:.0f}", f"{min(loads):.1f}-{max(loads):.1f}")
     Console().print(table)
 
