@@ -224,7 +224,7 @@ def distill_reference(ref, ReparamModule, args_ns, a, buffer, x_train, y_train, 
         optimizer_img.step()
         optimizer_lr.step()
         seconds.append(time.perf_counter() - t0)
-        curve.append([it, float(loss.detach())])
+        curve.append([it, float(loss.detach()), float(syn_lr.detach())])  # the reference has no guard on syn_lr
         del student_params
     return image_syn.detach(), label_syn, float(syn_lr.detach()), float(np.mean(seconds[1:] or seconds)), curve
 
@@ -272,6 +272,9 @@ def main(argv=None) -> int:
         "accuracy_mean": float(np.mean(accs)), "accuracy_std": float(np.std(accs)), "accuracies": accs,
         "learned_lr": learned_lr, "seconds_per_mtt_iteration": mtt_s, "seconds_per_expert_epoch": expert_epoch_s,
         "loss_first": curve[0][1], "loss_last": curve[-1][1],
+        # the step size after each update: the reference never checks it, so a run may go on with lr <= 0
+        "lr_curve": [c[2] for c in curve], "lr_min": min(c[2] for c in curve),
+        "lr_nonpositive_updates": sum(1 for c in curve if not c[2] > 0),
     }
     out = a.out or RESULTS / f"reference_mtt_ipc{a.ipc}_{a.experts_from}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -197,13 +197,25 @@ def summarize(report: dict[str, Any], rows: dict[str, Path]) -> dict[str, Any]:
                  for s in sites}
     checks = []
     merged = table["merged"]["per_site"]
+    equal = next(label.rsplit("@", 1)[1] for label in table if label.startswith("local ") and "@" in label)
     for s in sites:
         others = [t for t in sites if t != s]
-        local = table[f"local {s}"]["per_site"]
-        mean_local = sum(local[t]["mean"] for t in others) / len(others)
-        mean_merged = sum(merged[t]["mean"] for t in others) / len(others)
-        checks.append({"local": s, "other_sites": others, "local_acc": mean_local, "merged_acc": mean_merged,
-                       "merged_beats_local": mean_merged > mean_local})
+
+        def on_others(label: str) -> float:
+            return sum(table[label]["per_site"][t]["mean"] for t in others) / len(others)
+
+        recovery_local_own = table[f"local {s}"]["recovery"][s]
+        recovery_merged = table["merged"]["recovery"][s]
+        checks.append({
+            "local": s, "other_sites": others, "local_acc": on_others(f"local {s}"),
+            "local_equal_size_acc": on_others(f"local {s} @{equal}"), "merged_acc": on_others("merged"),
+            "merged_beats_local": on_others("merged") > on_others(f"local {s}"),
+            "merged_beats_local_equal_size": on_others("merged") > on_others(f"local {s} @{equal}"),
+            # the single-site situation: a site's own set tested at that site, against the merge there
+            "recovery_local_at_own_site": recovery_local_own, "recovery_merged_at_site": recovery_merged,
+            "merged_within_single_site_recovery": (recovery_merged is not None and recovery_local_own is not None
+                                                   and recovery_merged >= recovery_local_own),
+        })
     return {"sites": sites, "rows": table, "site_baselines": baselines, "checks": checks}
 
 
@@ -222,8 +234,15 @@ def markdown(ipc: int, method: str, summary: dict[str, Any]) -> str:
     lines.append("")
     for c in summary["checks"]:
         verdict = "beats" if c["merged_beats_local"] else "does NOT beat"
+        equal = "beats" if c["merged_beats_local_equal_size"] else "does NOT beat"
         lines.append(f"- on the sites other than {c['local']} ({', '.join(c['other_sites'])}): merged "
-                     f"{100 * c['merged_acc']:.1f} % {verdict} local {c['local']} {100 * c['local_acc']:.1f} %")
+                     f"{100 * c['merged_acc']:.1f} % {verdict} local {c['local']} {100 * c['local_acc']:.1f} % "
+                     f"and {equal} it at equal size ({100 * c['local_equal_size_acc']:.1f} %)")
+        if c["recovery_merged_at_site"] is not None and c["recovery_local_at_own_site"] is not None:
+            within = "reaches" if c["merged_within_single_site_recovery"] else "does NOT reach"
+            lines.append(f"- at {c['local']}: merged recovery {100 * c['recovery_merged_at_site']:.0f} % {within} the "
+                         f"single-site recovery (local {c['local']} at its own site: "
+                         f"{100 * c['recovery_local_at_own_site']:.0f} %)")
     return "\n".join(lines) + "\n"
 
 

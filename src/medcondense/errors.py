@@ -10,9 +10,10 @@ Exit codes (README.md and docs/cli.md carry the same table):
 0     success
 1     runtime failure (e.g. CUDA out of memory, NaN loss)
 2     usage or configuration error (Click's own convention)
-3     no usable input (no readable DICOM/NIfTI, a file that is not ours)
+3     no usable input (no readable DICOM/NIfTI, a file that is not ours; too few
+      units for score's membership audit)
 4     partial: some inputs were rejected (see the rejects report)
-5     a gate failed (e.g. ``score --fail-on-copies``)
+5     a gate failed (``score --fail-on-copies``, ``--max-mia-auc``, ``--max-mia-tpr``)
 130   interrupted (a checkpoint is kept where the stage has one)
 ====  =====================================================================
 """

@@ -93,6 +93,20 @@ def test_refusals_exit_2_with_the_reason(data, tmp_path, extra, message):
     assert not (tmp_path / "s.h5").exists()
 
 
+@pytest.mark.parametrize("args,message", [
+    # a DP option without --dp-epsilon would write a set that is not private
+    (["--method", "dm", "--dp-delta", "1e-6"], "--dp-delta apply only with --dp-epsilon"),
+    (["--method", "dm", "--dp-unit", "image", "--dp-queries", "3"], "--dp-unit, --dp-queries"),
+    # a coreset is real images: no DP possible
+    (["--method", "herding", "--dp-epsilon", "8"], "a coreset is real images"),
+])
+def test_dp_asked_where_it_cannot_hold_exits_2(data, tmp_path, args, message):
+    result = _invoke(str(data), *args, "--ipc", "2", "--iterations", "0", "--device", "cpu", "-o", str(tmp_path / "s.h5"))
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not (tmp_path / "s.h5").exists()
+
+
 def test_a_file_normalised_with_train_statistics_is_refused(tmp_path):
     from blob_data import make_blob_set
 

@@ -186,7 +186,7 @@ def test_an_expert_that_fails_on_one_rank_fails_the_round_for_every_rank_and_kee
 
     settings = ExpertSettings(num_experts=2, train_epochs=1)
     target = tmp_path / "experts.h5"
-    finished = ("ok", (np.zeros((2, 3), np.float32), np.ones(1, np.float32), np.ones(1, np.float32), 0.1))
+    finished = ("ok", (np.zeros((2, 3), np.float32), np.ones(1, np.float32), np.ones(1, np.float32), 0.1, False))
     diverged = ("error", ("ConfigError", "expert 1 diverged (loss nan); lower --lr-teacher (now 0.01)", None, None))
     with pytest.raises(ConfigError, match="expert 1 diverged"):
         _write_round(target, "key", settings, [0, 1], [finished, diverged], None, BuildHooks())

@@ -143,6 +143,14 @@ def test_per_site_needs_recorded_sites(real_h5, tmp_path) -> None:
     assert result.exit_code == 2 and "records no site" in result.output
 
 
+def test_score_per_site_needs_recorded_sites_before_any_work(real_h5, tmp_path) -> None:
+    s = store.read(real_h5)
+    s.meta.pop("site")  # no meta/site at all (was a KeyError, exit 1, after the whole score ran)
+    store.write(tmp_path / "nosite.h5", s)
+    result = runner.invoke(app, ["score", str(tmp_path / "nosite.h5"), "--per-site", "--ipc", "1", "--device", "cpu"])
+    assert result.exit_code == 2 and "records no site" in result.output, result.output
+
+
 def test_score_per_site_indicator_and_privacy(two_sites, tmp_path) -> None:
     from medcondense.score.pipeline import run as score_run
 

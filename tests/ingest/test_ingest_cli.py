@@ -65,3 +65,32 @@ def test_rerun_is_a_noop_and_table_output(tmp_path):
     changed = invoke(*args, "--window", "bone")
     assert changed.exit_code == 2 and "--overwrite" in changed.output
     assert invoke(*args, "--window", "bone", "--overwrite").exit_code == 0
+
+
+def _blas_threads_seen_by_ingest(tmp_path, env_value):
+    """OPENBLAS_NUM_THREADS as an ingest process (a real subprocess, numpy not yet imported) sees it."""
+    import os
+    import subprocess
+    import sys
+
+    write_series(tmp_path / "in", n=2)
+    probe = ("import os, sys\n"
+             f"sys.argv = ['medcondense', 'ingest', {str(tmp_path / 'in')!r}, '-o', {str(tmp_path / 'o.h5')!r}, "
+             "'--size', '8', '--quiet', '--overwrite']\n"
+             "from medcondense.cli import main\n"
+             "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+             "import numpy\n"
+             "print(code, os.environ.get('OPENBLAS_NUM_THREADS'))\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if env_value is not None:
+        env["OPENBLAS_NUM_THREADS"] = env_value
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=env)
+    return result.stdout.split()[-2:], result.stderr
+
+
+def test_ingest_asks_one_blas_thread_unless_the_user_set_it(tmp_path):
+    # ingest does no linear algebra: numpy's OpenBLAS pool is start-up time for nothing
+    seen, err = _blas_threads_seen_by_ingest(tmp_path / "a", None)
+    assert seen == ["0", "1"], err
+    seen, err = _blas_threads_seen_by_ingest(tmp_path / "b", "3")
+    assert seen == ["0", "3"], err

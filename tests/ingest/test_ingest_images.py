@@ -92,6 +92,14 @@ def test_a_root_with_dicom_and_images_is_exit_2_with_both_counts(tmp_path: Path,
     assert json.loads(result.stdout)["images"] == 3
 
 
+def test_unknown_input_format_is_exit_2_even_where_nothing_is_readable(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(app, ["ingest", str(tmp_path / "empty"), "-o", str(tmp_path / "o.h5"),
+                                      "--input-format", "jpeg"])
+    assert result.exit_code == 2, result.output  # the option is wrong, whatever the folder holds
+    assert "--input-format 'jpeg'" in result.output and "images" in result.output
+
+
 # ----------------------------------------------------------------------------- npz
 
 

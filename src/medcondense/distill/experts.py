@@ -16,7 +16,13 @@ The file (schema ``medcondense-experts/1``, docs/format.md) holds
 
 The key is a digest of the input's content hash and every setting that changes the
 trajectories, so all IPCs of one data set share one file and a changed setting or input builds a
-new one. Writing is atomic expert by expert: each finished expert goes to
+new one. ``amp`` is in the key (bfloat16 changes the numbers); ``--compile`` is not: it only
+reschedules the same float32 (or bf16) arithmetic, the compiled and eager trajectories agree
+within float rounding (``tests/distill/test_mtt_pipeline.py`` checks it on a tiny set), so a
+compiled build and an eager one are interchangeable, as two machines' builds are. Whether each
+expert went through the compiler is recorded in ``provenance.compiled`` instead.
+
+Writing is atomic expert by expert: each finished expert goes to
 ``<file>.parts/expert_NNNNN.h5`` (atomically), an interrupted build resumes from the experts it
 has, and the final file is assembled (atomically) when all are done. Each expert draws from its
 own seeded generator, so a resumed build is bit-identical to an uninterrupted one.
@@ -35,7 +41,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -44,6 +50,9 @@ import torch.nn.functional as F
 from medcondense import store
 from medcondense.atomic import atomic_path
 from medcondense.errors import ConfigError, StoreError
+
+if TYPE_CHECKING:
+    from medcondense.distill.accelerate import MaybeCompiled
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +66,10 @@ PARTS_SUFFIX = ".parts"
 
 @dataclass(frozen=True)
 class ExpertSettings:
-    """Everything that changes the trajectories (part of the key)."""
+    """Everything that changes the trajectories (part of the key).
+
+    Not ``compile``: it changes the kernels, not the arithmetic (see the module docstring).
+    """
 
     num_experts: int
     train_epochs: int
@@ -212,17 +224,42 @@ def expert_seed(seed: int, expert: int) -> int:
     return int.from_bytes(digest[:7], "little")
 
 
+def expert_step_loss(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, amp: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training forward of one expert batch: ``(cross-entropy, logits)``.
+
+    The first-order pass ``--amp`` and ``--compile`` apply to (bf16 autocast inside, so a compiled
+    graph includes it; the loss in float32). A module-level function taking the network as an
+    argument, so every expert of a build reuses one compiled graph.
+    """
+    from medcondense.distill.accelerate import autocast
+
+    with autocast(x.device, amp):
+        logits = net(x)
+    return F.cross_entropy(logits.float(), y), logits
+
+
+def expert_forward(compile: bool) -> "MaybeCompiled":
+    """:func:`expert_step_loss`, through ``torch.compile`` when ``compile`` (eager with one
+    warning when the compiler is missing or fails, as the other methods' passes)."""
+    from medcondense.distill.accelerate import MaybeCompiled
+
+    return MaybeCompiled(expert_step_loss, compile)
+
+
 def train_expert(
     images: torch.Tensor, labels: torch.Tensor, num_classes: int, settings: ExpertSettings, expert: int,
+    forward: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Train one expert as the reference ``buffer.py`` does.
 
-    Returns ``(trajectory [epochs + 1, P] float32, loss [epochs], accuracy [epochs])``.
+    ``forward`` is the batch's training forward (:func:`expert_forward`; eager
+    :func:`expert_step_loss` by default). Returns ``(trajectory [epochs + 1, P] float32,
+    loss [epochs], accuracy [epochs])``.
     """
-    from medcondense.distill.accelerate import autocast
     from medcondense.augment import apply_aug, sample_params
     from medcondense.nets import build_net
 
+    forward = forward or expert_step_loss
     device = images.device
     seed = expert_seed(settings.seed, expert)
     net_cfg = dict(settings.net)
@@ -245,9 +282,7 @@ def train_expert(
             x, y = images[idx], labels[idx]
             if ops:
                 x = apply_aug(x, sample_params(ops, generator, device, per_sample=len(idx)))
-            with autocast(device, settings.amp):
-                logits = net(x)
-            loss = F.cross_entropy(logits.float(), y)
+            loss, logits = forward(net, x, y, settings.amp)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -274,7 +309,9 @@ def part_path(path: Path, expert: int) -> Path:
     return parts_folder(path) / f"expert_{expert:05d}.h5"
 
 
-def write_part(part: Path, key: str, trajectory: np.ndarray, loss: np.ndarray, accuracy: np.ndarray) -> None:
+def write_part(part: Path, key: str, trajectory: np.ndarray, loss: np.ndarray, accuracy: np.ndarray,
+               compiled: bool = False) -> None:
+    """One finished expert, atomically; ``compiled``: its training forward ran through torch.compile."""
     import h5py
 
     with atomic_path(part) as tmp:
@@ -283,6 +320,18 @@ def write_part(part: Path, key: str, trajectory: np.ndarray, loss: np.ndarray, a
             f.create_dataset("train_loss", data=loss, track_times=False)
             f.create_dataset("train_accuracy", data=accuracy, track_times=False)
             f.attrs["key"] = key
+            f.attrs["compiled"] = bool(compiled)
+
+
+def _part_compiled(part: Path) -> bool:
+    """Whether a finished expert was trained through torch.compile (False for older parts)."""
+    import h5py
+
+    try:
+        with h5py.File(part, "r") as f:
+            return bool(f.attrs.get("compiled", False))
+    except OSError:
+        return False
 
 
 def _read_part(part: Path, key: str, epochs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -305,11 +354,13 @@ def _read_part(part: Path, key: str, epochs: int) -> tuple[np.ndarray, np.ndarra
 def build_experts(
     path: str | Path, images: torch.Tensor, labels: torch.Tensor, num_classes: int, settings: ExpertSettings,
     *, key: str, source_hash: str, class_names: list[str], progress: Any = None, hooks: BuildHooks | None = None,
-    group: Any = None,
+    compile: bool = False, group: Any = None,
 ) -> Path:
     """Train the experts that are not yet done and assemble the expert file at ``path``.
 
-    ``images`` are the standardized real train images. Returns ``path``.
+    ``images`` are the standardized real train images; ``compile`` sends each batch's training
+    forward through ``torch.compile`` (one compiled graph for all experts; not part of the key).
+    Returns ``path``.
 
     Under torchrun (``group`` with several ranks) the experts still to train go round-robin over
     the ranks (on a fresh build expert ``e`` on rank ``e % W``), a round of ``W`` at a time; rank 0
@@ -328,6 +379,7 @@ def build_experts(
     names = [n for n, _ in probe.named_parameters()]
     shapes = [list(p.shape) for p in probe.parameters()]
     started = time.time()
+    forward = expert_forward(compile)
     finished = group.on_main(lambda: [_read_part(part_path(path, e), key, settings.train_epochs) is not None
                                       for e in range(settings.num_experts)], "looking for finished experts")
     pending = [e for e, ok in enumerate(finished) if not ok]
@@ -337,7 +389,8 @@ def build_experts(
     for first in range(0, len(pending), group.world_size):
         round_ = pending[first : first + group.world_size]
         mine = round_[group.rank] if group.rank < len(round_) else None
-        trained = group.gather(_train_one(images, labels, num_classes, settings, mine, group), "gathering expert trajectories")
+        trained = group.gather(_train_one(images, labels, num_classes, settings, mine, group, forward),
+                               "gathering expert trajectories")
         group.on_main(lambda: _write_round(path, key, settings, round_, trained, progress, hooks), "writing expert trajectories")
     if done:
         log.info("resumed the expert build: %d of %d experts were already trained", done, settings.num_experts)
@@ -351,8 +404,9 @@ def build_experts(
 
 
 def _train_one(images: torch.Tensor, labels: torch.Tensor, num_classes: int, settings: ExpertSettings,
-               expert: int | None, group: Any) -> tuple[str, Any] | None:
-    """This rank's expert of a round as ``("ok", (trajectory, loss, accuracy, seconds))``; with
+               expert: int | None, group: Any, forward: Any = None) -> tuple[str, Any] | None:
+    """This rank's expert of a round as ``("ok", (trajectory, loss, accuracy, seconds, compiled))``
+    (``compiled``: its forward ran through torch.compile; MaybeCompiled may have fallen back); with
     several ranks a usage error travels as ``("error", (class name, message, path, hint))`` so
     rank 0 reports it for every rank. ``None`` when this rank has no expert in the round."""
     from medcondense.errors import MedcondenseError
@@ -361,12 +415,13 @@ def _train_one(images: torch.Tensor, labels: torch.Tensor, num_classes: int, set
         return None
     t0 = time.time()
     try:
-        trajectory, loss, accuracy = train_expert(images, labels, num_classes, settings, expert)
+        trajectory, loss, accuracy = train_expert(images, labels, num_classes, settings, expert, forward)
     except MedcondenseError as exc:
         if not group.active:
             raise
         return ("error", (type(exc).__name__, exc.message, exc.path, exc.hint))
-    return ("ok", (trajectory, loss, accuracy, time.time() - t0))
+    compiled = forward is not None and forward.compiled is not None
+    return ("ok", (trajectory, loss, accuracy, time.time() - t0, compiled))
 
 
 def _write_round(path: Path, key: str, settings: ExpertSettings, experts: list[int], trained: list[Any],
@@ -381,8 +436,9 @@ def _write_round(path: Path, key: str, settings: ExpertSettings, experts: list[i
         if kind == "error":
             failure = failure or payload
             continue
-        trajectory, loss, accuracy, seconds = payload
-        write_part(part_path(path, expert), key, trajectory, loss, accuracy)
+        trajectory, loss, accuracy, seconds, compiled = payload
+        # MaybeCompiled drops to eager for good when the compiler fails: what ran is what is recorded
+        write_part(part_path(path, expert), key, trajectory, loss, accuracy, compiled=compiled)
         final = float(accuracy[-1]) if len(accuracy) else float("nan")
         log.info("expert %d/%d: %d epochs in %.1f s, final train accuracy %.3f",
                  expert + 1, settings.num_experts, settings.train_epochs, seconds, final)
@@ -412,6 +468,7 @@ def assemble(
                                     chunks=(1, 1, num_params), track_times=False)
             loss_ds = f.create_dataset("train_loss", shape=(e_count, epochs), dtype="float32", track_times=False)
             acc_ds = f.create_dataset("train_accuracy", shape=(e_count, epochs), dtype="float32", track_times=False)
+            compiled = []
             for e in range(e_count):
                 part = _read_part(part_path(path, e), key, epochs)
                 if part is None:
@@ -419,13 +476,16 @@ def assemble(
                 traj[e] = part[0]
                 loss_ds[e] = part[1]
                 acc_ds[e] = part[2]
+                compiled.append(_part_compiled(part_path(path, e)))
             attrs = {
                 "schema": EXPERTS_SCHEMA, "kind": EXPERTS_KIND, "key": key, "source_hash": source_hash,
                 "settings": settings.to_dict(), "parameter_names": names, "parameter_shapes": shapes,
                 "num_parameters": num_params, "class_names": list(class_names),
                 "image_shape": [int(s) for s in images.shape[1:]],
                 "provenance": {"tool": f"medcondense {__version__}", "torch": torch.__version__,
-                               "device": str(images.device), "wall_time_s": round(time.time() - started, 3)},
+                               "device": str(images.device), "wall_time_s": round(time.time() - started, 3),
+                               # per expert: trained through torch.compile (a resumed build may mix)
+                               "compiled": compiled},
             }
             for name, value in attrs.items():
                 f.attrs[name] = value if name in PLAIN_ATTRS else json.dumps(value, sort_keys=True)

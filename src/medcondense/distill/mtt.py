@@ -381,6 +381,19 @@ class MTTMethod(Method):
 
     # -- resolution -----------------------------------------------------------------------
     @classmethod
+    def resolve(cls, config: Any, device: torch.device, laterality: bool) -> Any:
+        """The common resolution, then MTT's meaning of ``--compile``.
+
+        MTT's only first-order network passes are the experts' training (the walk differentiates
+        a gradient and stays eager float32, like DC's synthetic pass), so ``hp.compile`` is the
+        experts' switch: ``on`` compiles their training forward, ``off`` and ``auto`` do not
+        (auto: the gain of compiling a training pass on a CPU is not measured yet; docs/distill.md).
+        """
+        hp = super().resolve(config, device, laterality)
+        hp.compile = config.compile == "on"
+        return hp
+
+    @classmethod
     def refine(cls, hp: Any, config: Any, device: torch.device) -> Any:
         """Per-IPC (or medmnist) defaults; ``--lr-img`` defaults to the table's pixel learning rate."""
         extra = resolve_settings(config, hp.ipc)
@@ -460,7 +473,8 @@ class MTTMethod(Method):
                 total = settings.num_experts
                 build = lambda bar: build_experts(  # noqa: E731
                     path, context.images, context.labels, self.spec.num_classes, settings, key=key,
-                    source_hash=context.source_hash, class_names=context.class_names, progress=bar, group=self.group)
+                    source_hash=context.source_hash, class_names=context.class_names, progress=bar,
+                    compile=self.hp.compile, group=self.group)
                 if context.progress is not None and self.group.is_main:
                     with context.progress("mtt experts", total) as bar:
                         build(bar)

@@ -10,6 +10,7 @@ written back in the input's units, so the synthetic file reads like the real one
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -49,6 +50,11 @@ MTT_OPTIONS = {
     "lr_lr": "--lr-lr", "lr_teacher": "--lr-teacher", "batch_syn": "--batch-syn", "num_experts": "--num-experts",
     "train_epochs": "--train-epochs", "experts": "--experts", "unroll": "--unroll",
 }
+#: options only a DP run (--dp-epsilon) reads (DistillConfig field -> option name)
+DP_OPTIONS = {
+    "dp_delta": "--dp-delta", "dp_clip": "--dp-clip", "dp_unit": "--dp-unit", "dp_queries": "--dp-queries",
+    "dp_accountant": "--dp-accountant",
+}
 INITS = ("real", "noise", "herding", "kcenter")
 #: methods that take IDM's options (--factor, --net-queue)
 FACTOR_METHODS = ("idm",)
@@ -81,6 +87,7 @@ def check_options(config: DistillConfig) -> None:
             given.append("--experts-only")
         if given:
             raise ConfigError(f"{', '.join(given)} apply to --method mtt only (not {config.method})")
+    _check_dp_given(config)
     if config.init is not None and config.init not in INITS:
         raise ConfigError(f"--init {config.init!r}: expected one of {', '.join(INITS)}")
     if config.batch_classes not in SWITCHES:
@@ -107,6 +114,21 @@ def check_options(config: DistillConfig) -> None:
     for name, value in (("--lr-img", config.lr_img), ("--lr-net", config.lr_net)):
         if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise ConfigError(f"{name} {value!r}: expected a positive finite number")
+
+
+def _check_dp_given(config: DistillConfig) -> None:
+    """A DP option without --dp-epsilon, or --dp-epsilon with a coreset, is exit 2: either would
+    write a set without the privacy the user asked for (an option left at its default cannot be
+    told from one not given, and changes nothing)."""
+    if config.dp_epsilon is None:
+        defaults = {f.name: f.default for f in dataclasses.fields(DistillConfig)}
+        given = [option for name, option in DP_OPTIONS.items() if getattr(config, name) != defaults[name]]
+        if given:
+            raise ConfigError(f"{', '.join(given)} apply only with --dp-epsilon E (with --method dm); "
+                              "without it the set is not differentially private")
+    elif is_coreset(config.method):
+        raise ConfigError(f"--dp-epsilon works with --method dm only (got {config.method}): a coreset is real "
+                          "images and cannot be differentially private")
 
 
 def _check_int(name: str, value: Any, low: int) -> None:
@@ -565,7 +587,7 @@ def _start_state(config, method, hp, sampler, spec, device, checkpoint, run_key,
 
 def _short_hp(hp: Hyperparameters) -> str:
     if not method_class(hp.method).uses_real_batches:  # e.g. MTT: its own settings say more
-        return ", ".join([f"lr_img={hp.lr_img}", f"aug={hp.aug}", f"amp={hp.amp}",
+        return ", ".join([f"lr_img={hp.lr_img}", f"aug={hp.aug}", f"amp={hp.amp}", f"compile={hp.compile}",
                           *(f"{k}={v}" for k, v in hp.extra.items())])
     keys = ("lr_img", "batch_real", "outer_loop", "inner_loop", "aug", "batch_classes", "amp", "compile")
     return ", ".join(f"{k}={getattr(hp, k)}" for k in keys)

@@ -191,6 +191,8 @@ def _walk(root: Path, skip: set[Path], rejects: list[tuple[str, str]]) -> list[P
                 rejects.append((printable(path), problem))
                 continue
             found.append(path)
+    if not skip:  # resolving every path costs a stat per path component
+        return found
     return [p for p in found if p.resolve() not in skip]
 
 

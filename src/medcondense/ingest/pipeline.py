@@ -142,6 +142,8 @@ def check_options(config: IngestConfig) -> Options:
         raise ConfigError(f"unknown --on-error {config.on_error!r}; expected skip or fail")
     if config.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {config.workers}")
+    if config.input_format not in plain_images.INPUT_FORMATS:  # before the inputs are read: exit 2, not 3
+        raise ConfigError(f"unknown --input-format {config.input_format!r}; expected {', '.join(plain_images.INPUT_FORMATS)}")
     lo, hi = (float(v) for v in config.percentiles)
     if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi <= 100):
         raise ConfigError(f"percentiles must satisfy 0 <= low < high <= 100, got {config.percentiles}")

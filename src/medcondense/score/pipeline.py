@@ -340,6 +340,10 @@ def run(config: ScoreConfig) -> dict:
     syn = _read_syn(config.syn, real, config.data, config.allow_mismatch) if config.syn else None
     if syn is not None:
         _check_source(config, syn, judge)
+    if config.per_site:
+        from medcondense.score.sites import site_names
+
+        site_names(real, config.data)  # exit 2 before minutes of work, not after
     device = resolve_device(config.device)
     seed_everything(config.seed)
     log.info("scoring %s on %s", config.data, describe_device(device))

@@ -55,10 +55,11 @@ def per_site_report(config: Any, judge: RealData, syn: store.ImageSet | None, sy
     from medcondense.score import privacy
 
     real = judge.image_set
+    names = site_names(real, judge.path)  # first: a file without meta/site is exit 2, not a KeyError
     train_mask = real.split == store.SPLIT_TRAIN
     site_of = real.meta["site"].astype(str)
     out: dict[str, Any] = {}
-    for name in site_names(real, judge.path):
+    for name in names:
         entry: dict[str, Any] = {"n_train": int((train_mask & (site_of == name)).sum()),
                                  "n_test": int(((real.split == store.SPLIT_TEST) & (site_of == name)).sum())}
         sub = site_judge(judge, name)
