@@ -103,6 +103,23 @@ def ref_cell(a, data: Path, ipc: int, experts_from: str, experts: Path, out: Pat
     out.write_text(json.dumps(record, indent=2) + "\n")
 
 
+def _medcondense(args: list[str], log: Path) -> tuple[subprocess.CompletedProcess, float]:
+    """``python -m medcondense ARGS`` from this checkout: the finished process (stdout kept, stderr
+    appended to ``log``) and its wall seconds."""
+    cmd = [sys.executable, "-m", "medcondense", *args]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - started
+    with open(log, "a") as handle:
+        handle.write("$ " + " ".join(cmd) + "\n" + proc.stderr)
+    return proc, wall
+
+
+def _failed(proc: subprocess.CompletedProcess, log: Path) -> None:
+    sys.exit(f"failed (exit {proc.returncode}): {' '.join(map(str, proc.args))}; see {log}")
+
+
 def our_experts(a, data: Path, folder: Path, log: Path) -> tuple[Path, float]:
     """``distill --method mtt --experts-only``: our experts, timed on their own (path from ``--json``)."""
     marker = folder / "ours_experts.json"
@@ -110,18 +127,12 @@ def our_experts(a, data: Path, folder: Path, log: Path) -> tuple[Path, float]:
         record = json.loads(marker.read_text())
         if Path(record["path"]).exists():
             return Path(record["path"]), record["wall_seconds"]
-    cmd = [sys.executable, "-m", "medcondense", "distill", str(data), "--method", "mtt", "--experts-only",
-           "--num-experts", str(a.num_experts), "--train-epochs", str(a.train_epochs),
-           "--aug", STRATEGY, "--seed", str(a.seed), "--device", "cpu",
-           "--json", "-o", str(folder / "unused.h5")] + _budget(a)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - started
-    with open(log, "a") as handle:
-        handle.write("$ " + " ".join(cmd) + "\n" + proc.stderr)
+    proc, wall = _medcondense(["distill", str(data), "--method", "mtt", "--experts-only",
+                               "--num-experts", str(a.num_experts), "--train-epochs", str(a.train_epochs),
+                               "--aug", STRATEGY, "--seed", str(a.seed), "--device", "cpu",
+                               "--json", "-o", str(folder / "unused.h5")] + _budget(a), log)
     if proc.returncode != 0:
-        sys.exit(f"failed (exit {proc.returncode}): {' '.join(cmd)}; see {log}")
+        _failed(proc, log)
     path = json.loads(proc.stdout)["experts"]["path"]
     marker.write_text(json.dumps({"path": path, "wall_seconds": round(wall, 1)}) + "\n")
     return Path(path), wall
@@ -130,19 +141,14 @@ def our_experts(a, data: Path, folder: Path, log: Path) -> tuple[Path, float]:
 def our_cell(a, data: Path, ipc: int, experts: Path, out: Path, log: Path, expert_wall: float | None) -> None:
     folder = out.parent
     syn = folder / (out.stem + ".h5")
-    cmd = [sys.executable, "-m", "medcondense", "distill", str(data), "--method", "mtt", "--ipc", str(ipc),
-           "--experts", str(experts), "--iterations", str(a.iterations), "--aug", STRATEGY, "--init", "real",
-           "--seed", str(a.seed), "--device", "cpu", "--overwrite", "--json", "-o", str(syn)] + _budget(a, ipc)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    distill_wall = time.perf_counter() - started
-    with open(log, "a") as handle:
-        handle.write("$ " + " ".join(cmd) + "\n" + proc.stderr)
+    proc, distill_wall = _medcondense(
+        ["distill", str(data), "--method", "mtt", "--ipc", str(ipc), "--experts", str(experts),
+         "--iterations", str(a.iterations), "--aug", STRATEGY, "--init", "real", "--seed", str(a.seed),
+         "--device", "cpu", "--overwrite", "--json", "-o", str(syn)] + _budget(a, ipc), log)
     if proc.returncode != 0:
         error = next((line for line in proc.stderr.splitlines() if line.startswith("error:")), "")
         if "learned step size" not in error:
-            sys.exit(f"failed (exit {proc.returncode}): {' '.join(cmd)}; see {log}")
+            _failed(proc, log)
         # our guard stopped the run (the reference has none): a result of the comparison, not a crash
         out.write_text(json.dumps({"data": str(data), "ipc": ipc, "settings": {k: str(v) for k, v in vars(a).items()},
                                    "stopped": error, "distill_wall_seconds": round(distill_wall, 1),
@@ -150,14 +156,11 @@ def our_cell(a, data: Path, ipc: int, experts: Path, out: Path, log: Path, exper
         return
     summary = json.loads(proc.stdout)
     report_path = folder / (out.stem + "_report.json")
-    cmd = [sys.executable, "-m", "medcondense", "evaluate", str(syn), "--real", str(data), "--models", str(a.models),
-           "--epochs", str(a.eval_epochs), "--baselines", "none", "--seed", str(a.seed), "--device", "cpu",
-           "--overwrite", "--json", "-o", str(report_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    with open(log, "a") as handle:
-        handle.write("$ " + " ".join(cmd) + "\n" + proc.stderr)
+    proc, _ = _medcondense(["evaluate", str(syn), "--real", str(data), "--models", str(a.models),
+                            "--epochs", str(a.eval_epochs), "--baselines", "none", "--seed", str(a.seed),
+                            "--device", "cpu", "--overwrite", "--json", "-o", str(report_path)], log)
     if proc.returncode != 0:
-        sys.exit(f"failed (exit {proc.returncode}): {' '.join(cmd)}; see {log}")
+        _failed(proc, log)
     report = json.loads(report_path.read_text())
     result = report["results"][0]
     accs = [float(v) for v in result["metrics"]["accuracy"].get("values", [])] or None
