@@ -10,14 +10,16 @@ For each task this runs, at IPC 1 and 10 and with 3 evaluation nets:
 * ``ours/ref-experts``: our distillation from the reference's experts (checks our MTT loop alone);
 * ``ref/our-experts``: the reference's distillation from our experts (checks our experts alone).
 
-Every cell writes one JSON under ``benchmarks/results/fidelity_mtt/`` and is skipped when it exists
-(resume); the table (verdict rule of docs/results.md's Fidelity section: ours - reference within
-``2 * sqrt(sd_ours^2 + sd_ref^2)``) is printed and written beside it as ``.md``.
+Every cell writes one JSON under ``benchmarks/results/fidelity_mtt/<label>/<task>/`` and is skipped
+when it exists (resume); the table (verdict rule of docs/results.md's Fidelity section: ours -
+reference within ``2 * sqrt(sd_ours^2 + sd_ref^2)``) is printed and written there as ``table.md``.
+Both sides' experts (``<task>/reference_experts_<setting>.h5``; ours in the input's expert cache,
+found through ``<task>/ours_experts_<setting>.json``) are shared by every label, so a second label (e.g. another ``--lr-lr``) costs only distillations.
 
-Settings are the reference's defaults where the CPU allows (lr_img 1000, lr_lr 1e-5, lr_teacher
-0.01, batch_syn = all, DSA ``color_crop_cutout_flip_scale_rotate``, real init, ZCA off) and a
-reduced budget elsewhere (``--num-experts``, ``--train-epochs``, ``--iterations``, ``--syn-steps``,
-``--eval-epochs``). Both sides see exactly the same numbers.
+Settings are the reference's where the CPU allows (lr_img 1000, lr_lr from its README table: 1e-7
+at IPC 1 and 1e-5 above, lr_teacher 0.01, batch_syn = all, DSA ``color_crop_cutout_flip_scale_rotate``,
+real init, ZCA off) and a reduced budget elsewhere (``--num-experts``, ``--train-epochs``,
+``--iterations``, ``--syn-steps``, ``--eval-epochs``). Both sides see exactly the same numbers.
 
     OMP_NUM_THREADS=2 python benchmarks/fidelity_mtt.py --ref-dir /path/to/mtt-distillation
     python benchmarks/fidelity_mtt.py --report-only
@@ -64,15 +66,8 @@ def task_data(task: str) -> Path:
     folder = WORK / task
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / "data.h5"
-    if not data.exists():
-        cmd = TASKS[task] + (["--out", str(folder)] if task == "aal10" else ["-o", str(data)])
-        _run(cmd, folder / "build.log")
-        if task == "aal10":
-            (folder / "aal10.h5").exists() and os.replace(folder / "aal10.h5", data)
-    if not data.exists():
-        candidates = sorted(folder.glob("*.h5"))
-        if len(candidates) == 1:
-            os.replace(candidates[0], data)
+    if not data.exists():  # brain_patches writes OUT/data.h5; fashion_mnist writes -o
+        _run(TASKS[task] + (["--out", str(folder)] if task == "aal10" else ["-o", str(data)]), folder / "build.log")
     return data
 
 
@@ -103,6 +98,11 @@ def ref_cell(a, data: Path, ipc: int, experts_from: str, experts: Path, out: Pat
     out.write_text(json.dumps(record, indent=2) + "\n")
 
 
+def _expert_setting(a: argparse.Namespace) -> str:
+    """What names one expert build in the cache files: experts x epochs and the teacher's lr."""
+    return f"{a.num_experts}x{a.train_epochs}_lr{a.lr_teacher:g}"
+
+
 def _medcondense(args: list[str], log: Path) -> tuple[subprocess.CompletedProcess, float]:
     """``python -m medcondense ARGS`` from this checkout: the finished process (stdout kept, stderr
     appended to ``log``) and its wall seconds."""
@@ -122,7 +122,7 @@ def _failed(proc: subprocess.CompletedProcess, log: Path) -> None:
 
 def our_experts(a, data: Path, folder: Path, log: Path) -> tuple[Path, float]:
     """``distill --method mtt --experts-only``: our experts, timed on their own (path from ``--json``)."""
-    marker = folder / "ours_experts.json"
+    marker = folder / f"ours_experts_{_expert_setting(a)}.json"
     if marker.exists():
         record = json.loads(marker.read_text())
         if Path(record["path"]).exists():
@@ -243,8 +243,9 @@ def main(argv: list[str] | None = None) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         data = task_data(task)
         log = folder / "campaign.log"
-        # the reference's experts are shared by every label (they do not depend on lr_lr)
-        ref_experts = RESULTS / task / "reference_experts.h5"
+        # the reference's experts are shared by every label (they do not depend on lr_lr), one file per
+        # expert setting (ours are keyed by their own cache)
+        ref_experts = RESULTS / task / f"reference_experts_{_expert_setting(a)}.h5"
         ref_experts.parent.mkdir(parents=True, exist_ok=True)
         ours_experts, expert_wall = None, None
         for ipc in a.ipcs:
@@ -263,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                         ref_cell(a, data, ipc, "ours" if have else "reference", ref_experts, out, log)
                         if have:  # the saved reference experts: record it honestly
                             record = json.loads(out.read_text())
-                            record["experts_from"] = "reference (saved by the IPC-1 cell)"
+                            record["experts_from"] = "reference (saved by an earlier cell)"
                             out.write_text(json.dumps(record, indent=2) + "\n")
                     else:
                         ref_cell(a, data, ipc, "ours", ours_experts, out, log)
