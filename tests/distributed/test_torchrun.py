@@ -93,6 +93,16 @@ def blob(shared: Shared) -> Path:
     return shared.blob
 
 
+def interrupt_after_checkpoint(run, checkpoint: Path) -> tuple[int, str, str]:
+    """SIGINT to the torchrun process group once ``checkpoint`` exists (mid-run); its exit code and output."""
+    deadline = time.time() + 180
+    while not checkpoint.exists() and run.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert checkpoint.exists(), run.communicate()[1]
+    os.killpg(run.pid, signal.SIGINT)
+    return finish(run)
+
+
 def _images(path: Path) -> np.ndarray:
     return store.read(path).images
 
@@ -229,12 +239,7 @@ def test_dp_dm_releases_once_on_rank_0_and_a_resume_on_one_rank_reuses_it(tmp_pa
 
     run = torchrun("distill", blob, *DP_DM, "-o", "dp.h5", cwd=tmp_path, rc_dir=tmp_path / "rc", new_session=True)
     checkpoint = tmp_path / "dp.h5.ckpt"
-    deadline = time.time() + 180
-    while not checkpoint.exists() and run.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert checkpoint.exists(), run.communicate()[1]
-    os.killpg(run.pid, signal.SIGINT)
-    code, _out, err = finish(run)
+    code, _out, err = interrupt_after_checkpoint(run, checkpoint)
     assert rank_codes(tmp_path / "rc") == [130, 130], err
     payload = torch.load(checkpoint, weights_only=True)
     released = release_digest(dp.Statistics.from_state(payload["method_state"]["dp_release"], torch.device("cpu")))
@@ -258,12 +263,7 @@ def test_sigint_stops_every_rank_then_resume_in_one_process_equals_uninterrupted
     args = [*DM, *EXACT, "--checkpoint-every", "2"]
     run = torchrun("distill", blob, *args, "-o", "syn.h5", cwd=tmp_path, rc_dir=tmp_path / "rc", new_session=True)
     checkpoint = tmp_path / "syn.h5.ckpt"
-    deadline = time.time() + 180
-    while not checkpoint.exists() and run.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert checkpoint.exists(), run.communicate()[1]
-    os.killpg(run.pid, signal.SIGINT)
-    code, _out, err = finish(run)
+    code, _out, err = interrupt_after_checkpoint(run, checkpoint)
     assert code == 1, err  # torchrun itself exits 1 on SIGINT, whatever its workers did (docs/distributed.md)
     assert rank_codes(tmp_path / "rc") == [130, 130], err
     assert checkpoint.exists() and not (tmp_path / "syn.h5").exists()
