@@ -9,8 +9,9 @@ to files of its own, so nothing of one command reaches another's output. A comma
 on what an earlier one left in the process would show as a difference from the torchrun ranks,
 which are fresh processes: the comparisons would fail, never pass by accident.
 
-usage: python plain_runner.py JOBS.json RESULTS_DIR
-JOBS.json holds ``[{"name": ..., "cwd": ..., "args": [...]}, ...]``; for each job the runner
+usage: python plain_runner.py RESULTS_DIR, with one job a line on stdin,
+``{"name": ..., "cwd": ..., "args": [...]}``, run in the order they come until stdin ends (the
+tests queue the resumes after an interruption while the runner is running). For each job it
 writes ``NAME.out`` and ``NAME.err``, then ``NAME.rc`` (its exit code, written last and
 atomically: a poller that sees it can read the other two).
 """
@@ -51,9 +52,9 @@ def run_one(args: list[str], cwd: str, out: Path, err: Path) -> int:
 
 
 def main() -> int:
-    jobs = json.loads(Path(sys.argv[1]).read_text())
-    results = Path(sys.argv[2])
-    for job in jobs:
+    results = Path(sys.argv[1])
+    for line in sys.stdin:
+        job = json.loads(line)
         name = job["name"]
         code = run_one(job["args"], job["cwd"], results / f"{name}.out", results / f"{name}.err")
         partial = results / f"{name}.rc.partial"

@@ -1,9 +1,9 @@
 """The launches of test_torchrun.py, all started at once (see tests/distributed/conftest.py).
 
-One thread per torchrun scenario; the one-process reference runs ("the same command without
-torchrun") go through one plain_runner.py process, which pays the torch import once. The
-resumes after an interruption are fresh ``python -m medcondense --resume`` processes, as a user
-runs them. A scenario returns what its test asserts on and asserts nothing itself, so a failure
+One thread per torchrun scenario, a few at a time; the one-process side of every comparison
+("the same command without torchrun", and the ``--resume`` in one process after an
+interruption) goes through one plain_runner.py process, which pays the torch import once. A
+scenario returns what its test asserts on and asserts nothing itself, so a failure
 is reported by the test it belongs to. Both sides of every comparison run with
 OMP_NUM_THREADS=1 (dist_helpers.env).
 """
@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -27,7 +28,7 @@ import numpy as np
 from medcondense import store
 
 from blob_data import make_blob_set
-from dist_helpers import HERE, env, finish, plain, torchrun
+from dist_helpers import HERE, env, finish, torchrun
 
 # 4 classes, 8 px, few images: an iteration takes milliseconds, start-up dominates
 DM = ["--method", "dm", "--ipc", "2", "--iterations", "20", "--batch-real", "8", "--device", "cpu", "-q"]
@@ -46,6 +47,7 @@ DP_DM = ["--method", "dm", "--ipc", "2", "--iterations", "60", "--device", "cpu"
 
 Outcome = tuple[int, str, str]  # exit code, stdout, stderr
 WAIT_S = 400  # the longest any one launch may take on the loaded machine
+SCENARIOS_AT_ONCE = 4
 
 
 def interrupt_after_checkpoint(run: subprocess.Popen, checkpoint: Path) -> Outcome:
@@ -76,45 +78,54 @@ class Launches:
         self.hard = root / "hard.h5"
         store.write(self.hard, make_blob_set(noise=1.2, per_class=(6, 2, 6), size=8))
         self.started: list[subprocess.Popen] = []
-        references = {  # name: (arguments, output file); the MTT build first, the 2-rank build waits for it
-            "mtt_plain": (["distill", "blob.h5", *MTT_EXPERTS, "-q", "--json", "-o", "unused.h5"], None),
-            "dm_plain": (["distill", str(self.blob), *DM, *EXACT, "-o", "reference.h5"], "reference.h5"),
-            "dsa_plain": (["distill", str(self.blob), *DSA, "-o", "dsa.h5"], "dsa.h5"),
-            "idm_plain": (["distill", str(self.blob), *IDM, "-o", "idm.h5"], "idm.h5"),
-            "eval_plain": (["evaluate", *EVALUATE], None),
+        references = {  # the MTT build first: the 2-rank build waits for it
+            "mtt_plain": ["distill", "blob.h5", *MTT_EXPERTS, "-q", "--json", "-o", "unused.h5"],
+            "dm_plain": ["distill", str(self.blob), *DM, *EXACT, "-o", "reference.h5"],
+            "dsa_plain": ["distill", str(self.blob), *DSA, "-o", "dsa.h5"],
+            "idm_plain": ["distill", str(self.blob), *IDM, "-o", "idm.h5"],
+            "eval_plain": ["evaluate", *EVALUATE],
         }
-        scenarios: dict[str, Callable[[Path], object]] = {
-            "dm_two": self._dm_two,
-            "dm_one": lambda d: self._finish(torchrun("distill", self.blob, *DM, *EXACT, "-o", "one.h5", cwd=d, nproc=1)),
+        scenarios: dict[str, Callable[[Path], object]] = {  # the longest chains first
+            "dp": self._dp,
             "dm_sigint": self._dm_sigint,
-            "dsa_two": lambda d: self._finish(torchrun("distill", self.blob, *DSA, "-o", "s2.h5", cwd=d)),
+            "mtt_two": self._mtt_two,
+            "dm_two": self._dm_two,
+            "eval_two": self._eval_two,
             "idm_two": lambda d: self._finish(torchrun("distill", self.blob, *IDM, "-o", "i2.h5", cwd=d,
                                                        rc_dir=d / "rc")),
-            "mtt_two": self._mtt_two,
-            "eval_two": self._eval_two,
+            "dsa_two": lambda d: self._finish(torchrun("distill", self.blob, *DSA, "-o", "s2.h5", cwd=d)),
+            "dm_one": lambda d: self._finish(torchrun("distill", self.blob, *DM, *EXACT, "-o", "one.h5", cwd=d, nproc=1)),
             "usage": lambda d: self._finish(torchrun("distill", self.blob, "--method", "mtt", "--ipc", "1",
                                                      "-o", "x.h5", cwd=d, rc_dir=d / "rc")),
-            "dp": self._dp,
         }
         self.folders = {name: root / name for name in [*references, *scenarios]}
         for folder in self.folders.values():
             folder.mkdir()
         shutil.copy(self.blob, self.folders["mtt_plain"] / "blob.h5")
         shutil.copy(self.hard, self.folders["eval_plain"] / "hard.h5")
-        self._start_references(references)
-        self._pool = ThreadPoolExecutor(max_workers=len(scenarios))  # one thread each: scenarios wait on others
+        self._start_runner()
+        for name, args in references.items():
+            self.submit_plain(name, args, self.folders[name])
+        # a few scenarios at a time keep both cores busy; thirty processes at once only thrash
+        self._pool = ThreadPoolExecutor(max_workers=SCENARIOS_AT_ONCE)
         self.futures: dict[str, Future] = {name: self._pool.submit(run, self.folders[name])
                                            for name, run in scenarios.items()}
 
-    def _start_references(self, references: dict[str, tuple[list[str], str | None]]) -> None:
+    def _start_runner(self) -> None:
         self._results = self.root / "plain_results"
         self._results.mkdir()
-        jobs = [{"name": name, "cwd": str(self.folders[name]), "args": args} for name, (args, _) in references.items()]
-        (self.root / "plain_jobs.json").write_text(json.dumps(jobs))
-        self.runner = subprocess.Popen([sys.executable, str(HERE / "plain_runner.py"), str(self.root / "plain_jobs.json"),
-                                        str(self._results)], cwd=self.root, env=env(), stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, text=True)
+        self._runner_lock = threading.Lock()
+        self._runner_log = open(self.root / "plain_runner.log", "w")
+        self.runner = subprocess.Popen([sys.executable, str(HERE / "plain_runner.py"), str(self._results)],
+                                       cwd=self.root, env=env(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                       stderr=self._runner_log, text=True)
         self.started.append(self.runner)
+
+    def submit_plain(self, name: str, args: list[str], cwd: Path) -> None:
+        """Queue ``medcondense ARGS`` (in ``cwd``) for the one-process runner."""
+        with self._runner_lock:
+            self.runner.stdin.write(json.dumps({"name": name, "cwd": str(cwd), "args": [str(a) for a in args]}) + "\n")
+            self.runner.stdin.flush()
 
     def plain(self, name: str) -> Outcome:
         """A one-process reference run's exit code, stdout and stderr, once it has finished."""
@@ -122,8 +133,8 @@ class Launches:
         deadline = time.time() + WAIT_S
         while not rc.exists():
             if self.runner.poll() is not None and not rc.exists():
-                raise AssertionError(f"the plain runner stopped (exit {self.runner.returncode}) before {name}: "
-                                     f"{self.runner.communicate()[1]}")
+                log = (self.root / "plain_runner.log").read_text()
+                raise AssertionError(f"the plain runner stopped (exit {self.runner.returncode}) before {name}: {log}")
             if time.time() > deadline:
                 raise AssertionError(f"{name}: no result after {WAIT_S} s")
             time.sleep(0.05)
@@ -145,7 +156,10 @@ class Launches:
             if proc.poll() is None:
                 proc.kill()
         self._pool.shutdown(wait=True)
-        self.runner.communicate()
+        with self._runner_lock:
+            self.runner.stdin.close()  # the runner stops at the end of its input
+        self.runner.wait(timeout=WAIT_S)
+        self._runner_log.close()
 
     def _finish(self, proc: subprocess.Popen) -> Outcome:
         self.started.append(proc)
@@ -157,7 +171,7 @@ class Launches:
                                      rc_dir=folder / "rc2"))
 
     def _dm_sigint(self, folder: Path) -> dict:
-        """SIGINT mid-run to a 2-rank DM run, then --resume as one plain process."""
+        """SIGINT mid-run to a 2-rank DM run, then --resume in one process (the runner)."""
         import torch
 
         run = torchrun("distill", self.blob, *DM_CHECKPOINTED, "-o", "syn.h5", cwd=folder, rc_dir=folder / "rc",
@@ -167,8 +181,9 @@ class Launches:
         interrupted = interrupt_after_checkpoint(run, checkpoint)
         seen = {"checkpoint": checkpoint.exists(), "output": (folder / "syn.h5").exists(),
                 "stopped_at": torch.load(checkpoint, weights_only=True)["iteration"]}
-        resumed = self._finish(plain("distill", self.blob, *DM_CHECKPOINTED, "-o", "syn.h5", "--resume", "--json",
-                                     cwd=folder))
+        self.submit_plain("dm_resume", ["distill", self.blob, *DM_CHECKPOINTED, "-o", "syn.h5", "--resume", "--json"],
+                          folder)
+        resumed = self.plain("dm_resume")
         return {"interrupted": interrupted, "seen": seen, "resumed": resumed}
 
     def _mtt_two(self, folder: Path) -> dict:
@@ -197,7 +212,7 @@ class Launches:
         return self._finish(torchrun("evaluate", *EVALUATE, cwd=folder, rc_dir=folder / "rc"))
 
     def _dp(self, folder: Path) -> dict:
-        """SIGINT mid-run to a 2-rank DP-DM run, then --resume as one plain process."""
+        """SIGINT mid-run to a 2-rank DP-DM run, then --resume in one process (the runner)."""
         import torch
 
         from medcondense.distill import dp
@@ -209,6 +224,7 @@ class Launches:
         interrupted = interrupt_after_checkpoint(run, checkpoint)
         payload = torch.load(checkpoint, weights_only=True)
         released = release_digest(dp.Statistics.from_state(payload["method_state"]["dp_release"], torch.device("cpu")))
-        resumed = self._finish(plain("distill", self.blob, *DP_DM, "-o", "dp.h5", "--resume", "--json", cwd=folder))
+        self.submit_plain("dp_resume", ["distill", self.blob, *DP_DM, "-o", "dp.h5", "--resume", "--json"], folder)
+        resumed = self.plain("dp_resume")
         return {"interrupted": interrupted, "iteration": payload["iteration"], "released": released,
                 "resumed": resumed}
