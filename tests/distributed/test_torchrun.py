@@ -1,8 +1,8 @@
 """distill and evaluate under real torchrun processes (gloo, 2 ranks) against one process.
 
-Every launch starts at once with the package's first test (torchrun_launches.py, the
-``launches`` fixture in conftest.py), so the 2-core machine is never idle between tests; each
-test waits for its scenario and asserts. Both sides of every comparison run with
+The launches start with the package's first test (torchrun_launches.py, the ``launches``
+fixture in conftest.py), a few scenarios at a time, so the 2-core machine is never idle between
+tests; each test waits for its scenario and asserts. Both sides of every comparison run with
 OMP_NUM_THREADS=1 (dist_helpers.env).
 """
 

@@ -1,4 +1,4 @@
-"""The launches of test_torchrun.py, all started at once (see tests/distributed/conftest.py).
+"""The launches of test_torchrun.py, started with the package's first test (conftest.py).
 
 One thread per torchrun scenario, a few at a time; the one-process side of every comparison
 ("the same command without torchrun", and the ``--resume`` in one process after an
@@ -65,7 +65,7 @@ def interrupt_after_checkpoint(run: subprocess.Popen, checkpoint: Path) -> Outco
 
 
 class Launches:
-    """Every launch of test_torchrun.py: one folder per scenario, all started at once.
+    """Every launch of test_torchrun.py: one folder per scenario, started when it is made.
 
     The plain DM run serves the 2-rank, the 1-rank and the interrupted-then-resumed comparisons
     (a checkpoint interval is not part of the run key).
