@@ -24,6 +24,10 @@ Goals (issue #14), printed beside the measurements:
 * MTT ``--experts-only``: the experts go round-robin, so at most E / ceil(E / W) for E experts;
 * one rank under torchrun within 5 % of a plain run.
 
+On a CPU each torchrun rank runs one thread, so the ``cpu`` preset also measures one process
+with ``OMP_NUM_THREADS=1`` (``W=1 1-thread``; the "vs 1 thr." column) and takes the IDM and DP-DM
+shares from those like-for-like runs.
+
 On a multi-GPU machine (the run this script is for; nothing here has been measured on GPUs)::
 
     python benchmarks/distributed.py --preset gpu
