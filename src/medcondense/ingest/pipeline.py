@@ -337,12 +337,21 @@ def mapper(workers: int) -> Iterator[Callable[..., Iterable[Any]]]:
 def stop_pool(pool: ProcessPoolExecutor) -> None:
     """Cancel queued work and end the worker processes now (not after their current file)."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
+    # (taken before shutdown(), which drops the pool's reference to its result queue)
+    result_writer = getattr(getattr(pool, "_result_queue", None), "_writer", None)
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         if process.is_alive():
             process.terminate()
     for process in processes:
         process.join(timeout=10)
+    # A worker terminated half-way through sending its result leaves part of a message in the
+    # result pipe; the pool's manager thread then waits in recv() for bytes that never come, and
+    # Python's exit joins that thread forever (seen under load: SIGTERM, then no exit). The dead
+    # workers' write ends closed with them; closing ours turns that wait into end-of-file, so the
+    # manager thread marks the pool broken and ends.
+    if result_writer is not None:
+        result_writer.close()
 
 
 # ------------------------------------------------------------------------------ steps
