@@ -32,7 +32,7 @@ from medcondense.ingest import window as win
 from medcondense.ingest.discover import Candidate, Discovery, discover, mask_for
 from medcondense.ingest.nifti import NiftiVolume, fill_nonfinite, load_canonical, mask_slices, plane_spacing, take_slice
 from medcondense.ingest.resample import resample_slice
-from medcondense.runkey import hdf5_record, skip_if_done
+from medcondense.runkey import file_digest, hdf5_record, skip_if_done
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ class Context:
     protocol: proto.Protocol | None = None
     decoded: dict[str, onepass.FileRead] = field(default_factory=dict)  # images read with the header
     class_order: list[str] | None = None  # class index order an input dictates (npz), else sorted names
-    digests: dict[str, str] = field(default_factory=dict)  # path -> SHA-256 of the file (run key)
+    digests: dict[str, str] = field(default_factory=dict)  # path -> content digest of the file (run key)
 
 
 # ------------------------------------------------------------------------------ workers
@@ -611,21 +611,11 @@ def list_remote(config: IngestConfig, urls: list[str], sheet, progress) -> dicom
                                        advance=bar.advance)
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of one file's bytes."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def run_key_of(files: list[Path], digests: dict[str, str], extra: dict[str, Any]) -> str:
-    """The run key: SHA-256 over each input file's name and content digest (in discovery order)
-    and ``extra`` (the options that change the output, and a DICOMweb listing's digest). Digests the one-pass read made are reused; the other
-    files (NIfTI, the CSV, or all of them for the no-op check) are hashed here."""
+    """The run key: SHA-256 over each input file's name and content digest (BLAKE3,
+    :func:`medcondense.runkey.content_digest`; in discovery order) and ``extra`` (the options that
+    change the output, and a DICOMweb listing's digest). Digests the one-pass read made are
+    reused; the other files (NIfTI, the CSV, or all of them for the no-op check) are hashed here."""
     import hashlib
 
     h = hashlib.sha256()
