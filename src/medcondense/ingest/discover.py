@@ -25,6 +25,8 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DICOMDIR_NAME = "DICOMDIR"
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 KINDS = ("dicom", "nifti", "image", "npz")
+#: an input starting so names a DICOMweb server (medcondense.ingest.dicomweb), not a path
+URL_SCHEMES = ("http://", "https://")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,12 @@ class Discovery:
 
     candidates: list[Candidate] = field(default_factory=list)
     rejects: list[tuple[str, str]] = field(default_factory=list)
+
+
+def is_url(text: object) -> bool:
+    """True for an input naming a DICOMweb root (``http://`` or ``https://``). Here rather than in
+    :mod:`~medcondense.ingest.dicomweb`, so that ingesting local files does not import it."""
+    return str(text).lower().startswith(URL_SCHEMES)
 
 
 def is_nifti(path: Path) -> bool:
