@@ -156,11 +156,22 @@ def _text(raw: bytes) -> str:
 def _decode(raw: bytes, vr: str) -> Any:
     """A value as pydicom gives it: str, int, float, or a list for several values."""
     if vr == "US":
+        if len(raw) == 2:  # one value, the usual case
+            return raw[0] | (raw[1] << 8)
         values = list(struct.unpack(f"<{len(raw) // 2}H", raw[: len(raw) // 2 * 2]))
         return values[0] if len(values) == 1 else (values or None)
     if vr == "OW":
         return raw
     text = _text(raw)
+    if "\\" not in text:  # one value (most elements): what the general path below gives for it
+        if vr == "DS" or vr == "IS":
+            if not text:
+                return None
+            try:
+                return float(text) if vr == "DS" else int(float(text))
+            except ValueError:
+                raise NotLight(f"malformed {vr} value") from None
+        return text
     parts = [p.strip(" ") for p in text.split("\\")] if text else []
     if vr in ("DS", "IS"):
         if not parts or parts == [""]:
