@@ -35,7 +35,7 @@ class FileRead:
 def load_file(path: str) -> tuple[bytes | None, str]:
     """A file's bytes and content digest (:func:`medcondense.runkey.content_digest`), or (None, reason)."""
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb", buffering=0) as f:  # one read of the whole file: no buffer between
             data = f.read()
     except OSError as exc:
         return None, f"cannot read the file ({exc.strerror or type(exc).__name__})"
