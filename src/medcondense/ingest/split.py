@@ -78,7 +78,8 @@ def assign(
     for cls in sorted(set(majority.values())):
         members = sorted(p for p, m in majority.items() if m == cls and p not in fixed_by_patient)
         if len(members) > 1:
-            rng = rng or np.random.default_rng(seed)
+            if rng is None:
+                rng = np.random.default_rng(seed)
             members = [members[i] for i in rng.permutation(len(members))]
         within = np.zeros(3)
         for p in members:
