@@ -30,11 +30,16 @@ Presets:
 * ``--tiny``: a smoke run for a shared 2-core CPU (one brain task at 32 px, 40 train / 40 val per
   class; DM 60 iterations; 1 eval net x 30 epochs; loss attack 1 model x 30 epochs). Minutes on an
   idle box, and the numbers are noisy: a check that the pipeline runs, not the benchmark.
+* ``--cpu``: what the shared 2-core CPU affords (about 1.5 hours, one thread): Fashion-MNIST
+  only, 200 train images a class (1,833 members after the val slice; 2,167 non-members: val and
+  test), DM 300 iterations, DP-DM T = 20, evaluation 2 nets x 100 epochs, loss attack 2 models x
+  100 epochs, 1,000 bootstrap resamples.
 * ``--full``: the issue's run: Fashion-MNIST and two brain tasks at 300 train / 300 val per class,
   DM 2000 iterations at IPC 10, DP-DM with T = 50, evaluation 5 nets x 300 epochs, loss attack
   4 models, LiRA with 8 shadows on one brain task (``--lira``). Hours on a CPU; a GPU recommended.
 
     OMP_NUM_THREADS=2 nice python benchmarks/privacy.py --tiny
+    OMP_NUM_THREADS=1 nice python benchmarks/privacy.py --cpu
     python benchmarks/privacy.py --full --device cuda --lira
 """
 
@@ -88,6 +93,11 @@ PRESETS = {
     "tiny": Preset(name="tiny", train_per_class=40, val_per_class=40, test_per_class=20, fmnist_per_class=40, ipc=10,
                    dm_iterations=60, batch_real=32, dp_queries=10, dp_clip=1.0, eval_models=1, eval_epochs=30,
                    mia_models=1, mia_epochs=30, full_steps=60, bootstrap=300, shadows=4),
+    # what the shared 2-core CPU affords in about an hour and a half: Fashion-MNIST only (more
+    # units than the brain tasks, so the same epsilon costs less noise), 200 train images a class
+    "cpu": Preset(name="cpu", train_per_class=200, val_per_class=200, test_per_class=100, fmnist_per_class=200,
+                  ipc=10, dm_iterations=300, batch_real=64, dp_queries=20, dp_clip=1.0, eval_models=2,
+                  eval_epochs=100, mia_models=2, mia_epochs=100, full_steps=300, bootstrap=1000, shadows=4),
     "full": Preset(name="full", train_per_class=300, val_per_class=300, test_per_class=100, fmnist_per_class=300,
                    ipc=10, dm_iterations=2000, batch_real=256, dp_queries=50, dp_clip=1.0, eval_models=5,
                    eval_epochs=300, mia_models=4, mia_epochs=300, full_steps=1000, bootstrap=1000, shadows=8),
@@ -257,10 +267,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--tiny", dest="preset", action="store_const", const="tiny", help="smoke run (default)")
+    which.add_argument("--cpu", dest="preset", action="store_const", const="cpu",
+                       help="Fashion-MNIST sized for a 2-core CPU (about 1.5 h)")
     which.add_argument("--full", dest="preset", action="store_const", const="full", help="the issue's run (hours)")
     p.set_defaults(preset="tiny")
     p.add_argument("--tasks", nargs="+", default=None, choices=list(TASKS),
-                   help="default: tiny aal_lobes4; full aal_lobes4 brodmann fmnist")
+                   help="default: tiny aal_lobes4; cpu fmnist; full aal_lobes4 brodmann fmnist")
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     p.add_argument("--lira", action="store_true", help="add LiRA (shadows of the preset) on dm_real and dp_eps8")
     p.add_argument("--device", default="cpu")
@@ -278,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     from medcondense import store
 
     preset = PRESETS[args.preset]
-    tasks = args.tasks or (["aal_lobes4"] if preset.name == "tiny" else ["aal_lobes4", "brodmann", "fmnist"])
+    tasks = args.tasks or {"tiny": ["aal_lobes4"], "cpu": ["fmnist"]}.get(preset.name, ["aal_lobes4", "brodmann", "fmnist"])
     cells = []
     for task in tasks:
         data = task_data(task, preset, args.workdir)
