@@ -93,3 +93,25 @@ def test_stage_packages_and_shared_helpers_import_no_torch() -> None:
     # them without paying for torch; only the stage modules (<stage>/pipeline.py) load it.
     code = "import medcondense.evaluate, medcondense.score, medcondense.distill, medcondense.runkey"
     assert _modules_loaded_after(code, ("torch", "h5py", "matplotlib")) == []
+
+
+@pytest.mark.parametrize(("argv", "built"), [(["ingest", "--help"], ["ingest"]),
+                                             (["--help"], ["ingest", "distill", "evaluate", "score", "merge", "export"]),
+                                             (["ingst"], ["ingest", "distill", "evaluate", "score", "merge", "export"])])
+def test_console_script_builds_only_the_command_it_runs(argv: list[str], built: list[str]) -> None:
+    """Start-up: typer converts each registered command before dispatching, so main() keeps only
+    the one named; help and misspelt names (typer's "Did you mean") still see every command."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from medcondense import cli\n"
+        f"sys.argv = ['medcondense', *{argv!r}]\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+        "    try:\n"
+        "        cli.main()\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(','.join(c.callback.__name__ for c in cli.app.registered_commands))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().split(",") == built

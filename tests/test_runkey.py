@@ -11,7 +11,7 @@ import pytest
 
 from medcondense import store
 from medcondense.errors import AlreadyDone, ConfigError
-from medcondense.runkey import hdf5_record, json_record, run_key, skip_if_done
+from medcondense.runkey import content_digest, file_digest, hdf5_record, json_record, run_key, skip_if_done
 
 
 def test_run_key_is_sha256_of_canonical_json():
@@ -21,6 +21,22 @@ def test_run_key_is_sha256_of_canonical_json():
     assert run_key({"hp": {"aug": ["crop", "color"], "lr": 0.1}, "source": "abc"}) == expected  # key order
     assert run_key({**parts, "source": "abd"}) != expected
     assert run_key({"n": np.int64(3), "x": np.float32(0.5)}) == run_key({"n": 3, "x": 0.5})
+
+
+def test_file_digest_streams_to_the_in_memory_digest_and_sees_one_byte(tmp_path: Path):
+    """Ingest fingerprints files read once in memory (content_digest) and, for the no-op check
+    before reading, streamed in blocks (file_digest): both must give the same text, or an
+    unchanged input would look changed."""
+    data = bytes(range(256)) * 5000  # 1.28 MB: several blocks of 1 MB and of the 4 KB used here
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    digest = content_digest(data)
+    assert digest.startswith("blake3:") and len(digest) == len("blake3:") + 64
+    assert file_digest(path) == file_digest(path, block=4096) == digest == content_digest(memoryview(data))
+    changed = bytearray(data)
+    changed[-1] ^= 1
+    path.write_bytes(bytes(changed))
+    assert file_digest(path) != digest
 
 
 def test_run_key_refuses_what_json_cannot_say():

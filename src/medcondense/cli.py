@@ -579,8 +579,23 @@ def export(
     _run_stage("medcondense.export.pipeline", cfg, as_json=as_json, quiet=quiet, verbose=verbose)
 
 
+def _only_the_invoked_command(args: list[str]) -> None:
+    """Typer turns every registered command into a click command (options, defaults, help texts)
+    before it dispatches: ~12 ms of CPU for the commands a run does not use, in every run. When
+    the first argument names a command, only that one is built; anything else (``--help``,
+    ``--version``, no argument, a misspelt name) still sees them all. The group keeps its
+    callback, so it stays a group and ``medcondense ingest ...`` parses as before."""
+    if not args or args[0].startswith("-"):
+        return
+    chosen = [c for c in app.registered_commands
+              if (c.name or typer.main.get_command_name(c.callback.__name__)) == args[0]]
+    if chosen:
+        app.registered_commands[:] = chosen
+
+
 def main() -> None:
     """Console-script entry point."""
+    _only_the_invoked_command(sys.argv[1:])
     app(prog_name="medcondense")
 
 

@@ -107,3 +107,32 @@ def test_hash_paths_replaces_source_paths(tmp_path):
     cfg = IngestConfig(inputs=[str(tmp_path / "in")], output=str(tmp_path / "o.h5"), size=8, hash_paths=True)
     data = store.read(pipeline.run(cfg)["output"])
     assert all("Doe_John" not in p and len(p) == deid.KEY_CHARS for p in data.meta["source_path"])
+
+
+def test_relative_source_text_cut_equals_pathlib(tmp_path) -> None:
+    """relative_source cuts a discovered path below its root as text (start-up of #16); on awkward
+    spellings (duplicate slashes, ".", "..", a trailing slash, a file root, a path elsewhere) it
+    must give what pathlib's relative_to gives."""
+    from pathlib import Path
+
+    from medcondense.ingest import deid, labels
+
+    def by_pathlib(path, root):
+        path, root = Path(path), Path(root)
+        if root.is_file() or path == root:
+            return path.name
+        try:
+            return path.relative_to(root).as_posix()
+        except ValueError:
+            return path.name
+
+    d = str(tmp_path)
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "f.dcm").write_bytes(b"")
+    cases = [(f"{d}/a/b/x.dcm", d), (f"{d}/a/b/x.dcm", f"{d}/"), (f"{d}//a/./b/x.dcm", d), (f"{d}/a/b/", d), (d, d),
+             (f"{d}/f.dcm", f"{d}/f.dcm"), ("/elsewhere/x.dcm", d), (f"{d}/a/../a/x", d), ("rel/a/x", "rel"),
+             ("./rel/a/x", "rel"), ("rel/a/x", "./rel"), ("/x", "/"), (f"{d}x/y", d)]
+    for path, root in cases:
+        assert deid.relative_source(path, root) == by_pathlib(path, root), (path, root)
+    assert labels.folder_label(f"{d}/a/b/x.dcm", d) == ("a", False)
+    assert labels.folder_label(f"{d}/x.dcm", d) == (tmp_path.name, True)

@@ -44,3 +44,22 @@ def test_missing_input_and_nifti(tmp_path):
     found = discover([str(tmp_path), str(tmp_path / "nope")], mask_suffix="_mask")
     assert [c.kind for c in found.candidates] == ["nifti"]
     assert found.rejects == [(str(tmp_path / "nope"), "no such file or folder")]
+
+
+def test_real_path_per_folder_equals_resolve(tmp_path) -> None:
+    """discover() dedupes files by real path, resolving each folder once (#16 speed): for plain
+    files, links to files, files under a linked folder, dangling links and '..' it must agree
+    with Path.resolve."""
+    import os
+
+    from medcondense.ingest.discover import _real_path
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "f").write_text("x")
+    os.symlink(tmp_path / "a", tmp_path / "link")
+    os.symlink(tmp_path / "a" / "b" / "f", tmp_path / "a" / "flink")
+    os.symlink("nowhere", tmp_path / "dangling")
+    folders: dict[str, str] = {}
+    for path in (tmp_path / "a" / "b" / "f", tmp_path / "link" / "b" / "f", tmp_path / "a" / "flink",
+                 tmp_path / "dangling", tmp_path / "a" / ".." / "a" / "b" / "f", Path("relative.dcm")):
+        assert _real_path(str(path), folders) == str(path.resolve()), path

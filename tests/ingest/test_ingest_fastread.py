@@ -119,3 +119,20 @@ def test_rerun_is_a_no_op_and_a_changed_file_is_seen(tmp_path: Path, config) -> 
     files[0].write_bytes(bytes(data))
     with pytest.raises(ConfigError, match="different run"):
         pipeline.run(cfg)
+
+
+@pytest.mark.parametrize(("raw", "vr", "value"), [
+    (b"", "DS", None), (b" ", "DS", None), (b"1.5 ", "DS", 1.5), (b" -2e3", "DS", -2000.0), (b"12 ", "IS", 12),
+    (b"1.0", "IS", 1), (b"\x00", "IS", None), (b"1\\2", "DS", [1.0, 2.0]), (b"ORIGINAL\\PRIMARY", "CS", ["ORIGINAL", "PRIMARY"]),
+    (b"CT", "CS", "CT"), (b"1.2.3\x00", "UI", "1.2.3"), (b"\x00\x02", "US", 512), (b"\x01\x00\x02\x00", "US", [1, 2]),
+    (b"", "US", None), (b"  ", "LO", ""),
+])
+def test_light_values_decode_as_pydicom_gives_them(raw: bytes, vr: str, value) -> None:
+    """The one-value fast paths of the light reader's _decode (#16 speed) give pydicom's values."""
+    assert dicomfast._decode(raw, vr) == value
+
+
+@pytest.mark.parametrize(("raw", "vr"), [(b"abc", "DS"), (b"1.5x", "IS"), (b"caf\xc3\xa9", "LO")])
+def test_light_values_it_cannot_decode_go_to_pydicom(raw: bytes, vr: str) -> None:
+    with pytest.raises(dicomfast.NotLight):
+        dicomfast._decode(raw, vr)

@@ -49,3 +49,23 @@ def test_chunked_channel_stats_match_numpy():
     np.testing.assert_allclose(mean, x[rows].mean(axis=(0, 2, 3), dtype=np.float64), rtol=1e-6)
     np.testing.assert_allclose(std, x[rows].std(axis=(0, 2, 3), dtype=np.float64), rtol=1e-6)
     assert normalize.channel_stats(x, np.zeros(20, bool)) == ([0.0, 0.0], [1.0, 1.0])
+
+
+def test_channel_stats_views_and_in_place_squares_change_no_bit() -> None:
+    """channel_stats takes consecutive rows as a view and squares in place (#16 speed): the
+    recorded train mean/std must equal, bit for bit, the plain fancy-index / three-buffer form."""
+    import numpy as np
+
+    from medcondense.ingest import normalize
+
+    def plain(images, rows):
+        index = np.flatnonzero(rows)
+        count = index.size * images.shape[2] * images.shape[3]
+        mean = images[index].sum(axis=(0, 2, 3), dtype=np.float64) / count
+        squares = np.square(images[index].astype(np.float64) - mean[None, :, None, None]).sum(axis=(0, 2, 3))
+        return [float(v) for v in mean], [float(v) for v in np.sqrt(squares / count)]
+
+    rng = np.random.default_rng(1)
+    images = rng.random((60, 3, 12, 12), dtype=np.float32) * 3 - 1
+    for rows in (np.ones(60, bool), rng.random(60) < 0.6, np.r_[np.zeros(5, bool), np.ones(50, bool), np.zeros(5, bool)]):
+        assert normalize.channel_stats(images, rows) == plain(images, rows)

@@ -49,3 +49,31 @@ def test_fractions_are_checked():
                 [float("nan"), 0.5, 0.5], [float("inf"), 0, 0]):
         with pytest.raises(ConfigError):
             check_fractions(bad)
+
+
+def test_one_patient_split_imports_no_random_and_dealing_is_unchanged() -> None:
+    """The patient shuffle's generator is made only when a class has two patients to deal (#16
+    start-up): a one-patient input never imports numpy.random, and with several patients the
+    splits are those of a generator made up front (shuffling 0 or 1 item draws nothing)."""
+    import subprocess
+    import sys
+
+    from medcondense.ingest import split
+
+    code = ("import sys\nfrom medcondense.ingest import split\n"
+            "eager = 'numpy.random' in sys.modules  # numpy 1.x imports it with numpy\n"
+            "codes = split.assign(['p'] * 5, [0, 1, 1, 0, 1], [None] * 5, (0.7, 0.15, 0.15))\n"
+            "print(codes.tolist(), 'numpy.random' in sys.modules and not eager)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[0,", "0,", "0,", "0,", "0]", "False"]
+
+    # a mixed cohort (classes with one and with several patients), pinned to the splits the code
+    # gave before the generator was made lazily
+    patients = ["p5", "p2", "p6", "p0", "p1", "p8", "p1", "p5", "p0", "p8", "p3", "p0", "p1", "p6", "p6", "p1",
+                "p3", "p1", "p8", "p6", "p0", "p1", "p3", "p0"]
+    labels = [2, 2, 1, 0, 0, 0, 2, 0, 1, 1, 0, 2, 0, 2, 1, 2, 2, 0, 0, 2, 2, 2, 0, 1]
+    pinned = {0: [0, 0, 0, 1, 1, 2, 1, 0, 1, 2, 0, 1, 1, 0, 0, 1, 0, 1, 2, 0, 1, 1, 0, 1],
+              1: [0, 0, 1, 0, 0, 2, 0, 0, 0, 2, 1, 0, 0, 1, 1, 0, 1, 0, 2, 1, 0, 0, 1, 0]}
+    for seed, codes in pinned.items():
+        assert split.assign(patients, labels, [None] * len(patients), (0.6, 0.2, 0.2), seed).tolist() == codes

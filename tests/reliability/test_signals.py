@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -65,3 +66,40 @@ def test_sigterm_to_ingest_with_workers_stops_every_process_and_keeps_the_old_ou
     assert not [w for w in workers if _alive(w)]
     assert out.read_bytes() == b"previous output"
     assert not leftovers(tmp_path)
+
+
+#: run in a child process: a hang there is the bug, and must not hang pytest's own exit
+PARTIAL_RESULT_SCRIPT = """
+import os, struct, time
+from concurrent.futures import ProcessPoolExecutor
+from medcondense.ingest.pipeline import stop_pool
+
+pool = ProcessPoolExecutor(max_workers=2)
+pool.submit(time.sleep, 30)
+while len(pool._processes) < 2:
+    time.sleep(0.01)
+# what a worker killed half-way through sending its result leaves behind: a message header
+# promising 1,000 bytes, and one of them
+os.write(pool._result_queue._writer.fileno(), struct.pack("!i", 1000) + b"x")
+time.sleep(0.5)  # the pool's manager thread is now blocked reading the rest
+stop_pool(pool)
+print("stopped", flush=True)
+"""
+
+
+def test_stopping_the_pool_after_a_worker_died_mid_message_lets_the_process_exit(tmp_path: Path) -> None:
+    """SIGTERM while a worker sends its result (seen under load): the worker dies mid-message,
+    the pool's manager thread waits for the rest forever, and Python's exit joins that thread.
+    stop_pool must turn the wait into end-of-file, so the process exits."""
+    script = tmp_path / "partial_result.py"
+    script.write_text(PARTIAL_RESULT_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    try:
+        stdout, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError("the process did not exit after stop_pool: the manager thread still waits") from None
+    assert proc.returncode == 0, stderr
+    assert stdout.strip() == "stopped"

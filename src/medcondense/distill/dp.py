@@ -61,6 +61,12 @@ FIXED_MEAN = 0.5
 FIXED_STD = 0.25
 #: a noisy class weight below this is treated as this (a class with almost no data)
 MIN_CLASS_WEIGHT = 1.0
+#: every image's contribution is scaled by 1 - this (a public constant; :meth:`Statistics.targets`
+#: undoes it). A one-image unit's block has norm exactly 1 in exact arithmetic, and float32
+#: rounding put about 10 % of them a few 1e-7 above it: above a clip of 1, which sent every
+#: ``--dp-unit image`` release through a second pass over all queries (twice the release time)
+#: to clip by nothing. The margin keeps such blocks inside the clip without a data-dependent step.
+ROUNDING_MARGIN = 1e-5
 INSTALL_HINT = "pip install 'medcondense[dp]'  (installs Opacus, used for the privacy accounting)"
 
 
@@ -204,7 +210,8 @@ class Statistics:
     def targets(self) -> torch.Tensor:
         """Unit-weighted class means of the unit-norm features [T, K, D] (what DP-DM matches)."""
         count = self.sums.shape[0]
-        return math.sqrt(count) * self.sums / self.weights.clamp_min(MIN_CLASS_WEIGHT)[None, :, None]
+        scale = math.sqrt(count) / (1.0 - ROUNDING_MARGIN)
+        return scale * self.sums / self.weights.clamp_min(MIN_CLASS_WEIGHT)[None, :, None]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"sums": self.sums.detach().cpu(), "weights": self.weights.detach().cpu()}
@@ -234,8 +241,8 @@ def clean_statistics(bank: QueryBank, images: torch.Tensor, labels: Any, units: 
     """The sums of clipped unit blocks and of unit class fractions, before noise; and the unit norms.
 
     Pass 1 runs every query over the images, accumulating each unit's block norm and the sum with
-    scale 1. Blocks are bounded by 1 (unit-norm features, weights summing to 1), so with
-    ``clip >= 1`` pass 1 is the answer; otherwise (or if a block somehow exceeds ``clip``) pass 2
+    scale 1. Blocks are bounded by 1 - :data:`ROUNDING_MARGIN` (unit-norm features, weights
+    summing to 1, the margin), so with ``clip >= 1`` pass 1 is the answer; otherwise (or if a block somehow exceeds ``clip``) pass 2
     recomputes the sum with each unit's clip factor. Nothing per unit is kept beyond its norm.
     """
     labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=images.device)
@@ -243,6 +250,7 @@ def clean_statistics(bank: QueryBank, images: torch.Tensor, labels: Any, units: 
     codes = torch.as_tensor(codes_np, dtype=torch.long, device=images.device)
     per_unit = torch.bincount(codes, minlength=n_units).double()
     image_weight = (1.0 / per_unit[codes]).float()  # 1 / n_u for each image
+    shrink = 1.0 - ROUNDING_MARGIN
     count = bank.count
     pairs = codes * num_classes + labels_t  # (unit, class) cell of each image
 
@@ -252,7 +260,7 @@ def clean_statistics(bank: QueryBank, images: torch.Tensor, labels: Any, units: 
             with torch.no_grad():
                 feats = torch.cat([bank.features(t, images[i : i + batch_size])
                                    for i in range(0, images.shape[0], batch_size)])
-            contrib = feats * (image_weight / math.sqrt(count))[:, None]
+            contrib = feats * (image_weight * (shrink / math.sqrt(count)))[:, None]
             cells = torch.zeros(n_units * num_classes, feats.shape[1], device=images.device)
             cells.index_add_(0, pairs, contrib)
             norm2 += cells.double().pow(2).sum(dim=1).view(n_units, num_classes).sum(dim=1)

@@ -156,11 +156,22 @@ def _text(raw: bytes) -> str:
 def _decode(raw: bytes, vr: str) -> Any:
     """A value as pydicom gives it: str, int, float, or a list for several values."""
     if vr == "US":
+        if len(raw) == 2:  # one value, the usual case
+            return raw[0] | (raw[1] << 8)
         values = list(struct.unpack(f"<{len(raw) // 2}H", raw[: len(raw) // 2 * 2]))
         return values[0] if len(values) == 1 else (values or None)
     if vr == "OW":
         return raw
     text = _text(raw)
+    if "\\" not in text:  # one value (most elements): what the general path below gives for it
+        if vr == "DS" or vr == "IS":
+            if not text:
+                return None
+            try:
+                return float(text) if vr == "DS" else int(float(text))
+            except ValueError:
+                raise NotLight(f"malformed {vr} value") from None
+        return text
     parts = [p.strip(" ") for p in text.split("\\")] if text else []
     if vr in ("DS", "IS"):
         if not parts or parts == [""]:
@@ -203,30 +214,47 @@ def _value_start(data: bytes, pos: int, explicit: bool) -> tuple[int, int]:
     return struct.unpack_from("<I", data, pos + 4)[0], pos + 8
 
 
+_ELEMENT = struct.Struct("<HH2sH")  # group, element, explicit VR, 2-byte length: one unpack a tag
+_LENGTH = struct.Struct("<I")
+
+
 def _walk(data: bytes, pos: int, explicit: bool, *, until_item_end: bool = False,
           values: dict[str, Any] | None = None) -> tuple[tuple[int, int] | None, int]:
-    """Walk elements from ``pos``; collect known top-level values; return (pixel data span, end)."""
+    """Walk elements from ``pos``; collect known top-level values; return (pixel data span, end).
+
+    The element header is read with one unpack (tag, VR and short length) and the checks are
+    inlined: this loop runs for every element of every file, ~35 a CT slice.
+    """
     end = len(data)
+    element, length_at = _ELEMENT.unpack_from, _LENGTH.unpack_from
+    collect = values is not None
     while pos + 8 <= end:
-        group, elem = struct.unpack_from("<HH", data, pos)
+        group, elem, vr, short = element(data, pos)
         tag = (group << 16) | elem
         if tag == ITEM_END:
             return None, pos + 8
-        length, pos = _value_start(data, pos, explicit)
-        if values is not None and tag in HEAVY_TAGS:
-            raise NotLight(HEAVY_TAGS[tag])
-        if tag == PIXEL_DATA and values is not None:
-            if length == UNDEFINED:
-                raise NotLight("encapsulated (compressed) pixel data")
-            return (pos, min(length, end - pos)), pos + length
+        if explicit and group != 0xFFFE:
+            if vr in LONG_VRS:
+                length, pos = length_at(data, pos + 8)[0], pos + 12
+            else:
+                length, pos = short, pos + 8
+        else:  # implicit VR, or an item/delimiter: a 4-byte length after the tag
+            length, pos = length_at(data, pos + 4)[0], pos + 8
+        if collect:
+            if tag in HEAVY_TAGS:
+                raise NotLight(HEAVY_TAGS[tag])
+            if tag == PIXEL_DATA:
+                if length == UNDEFINED:
+                    raise NotLight("encapsulated (compressed) pixel data")
+                return (pos, min(length, end - pos)), pos + length
         if length == UNDEFINED:
             pos = _skip_sequence(data, pos, explicit)
             continue
         if pos + length > end:
             raise NotLight("element runs past the end of the file")
-        if values is not None and tag in _BY_TAG:
-            keyword, vr = _BY_TAG[tag]
-            values[keyword] = _decode(data[pos : pos + length], vr)
+        if collect and tag in _BY_TAG:
+            keyword, vr_name = _BY_TAG[tag]
+            values[keyword] = _decode(data[pos : pos + length], vr_name)  # type: ignore[index]
         pos += length
     if until_item_end:
         raise NotLight("item runs past the end of the file")

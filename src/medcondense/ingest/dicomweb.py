@@ -28,10 +28,10 @@ from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qsl, urlsplit
 
 from medcondense.errors import ConfigError, NoUsableInputError
+from medcondense.ingest.discover import URL_SCHEMES as SCHEMES, is_url  # noqa: F401 - this module's API
 
 log = logging.getLogger(__name__)
 
-SCHEMES = ("http://", "https://")
 TOKEN_ENV = "MEDCONDENSE_DICOMWEB_TOKEN"
 USER_ENV = "MEDCONDENSE_DICOMWEB_USER"
 PASSWORD_ENV = "MEDCONDENSE_DICOMWEB_PASSWORD"
@@ -47,11 +47,6 @@ BATCH = 16
 CONCURRENT_REQUESTS = 4
 STUDY_UID, SERIES_UID, SOP_UID = "0020000D", "0020000E", "00080018"
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
-
-
-def is_url(text: object) -> bool:
-    """True for an input naming a DICOMweb root (``http://`` or ``https://``)."""
-    return str(text).lower().startswith(SCHEMES)
 
 
 def host_of(url: str) -> str:

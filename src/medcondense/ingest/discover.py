@@ -25,6 +25,8 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DICOMDIR_NAME = "DICOMDIR"
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 KINDS = ("dicom", "nifti", "image", "npz")
+#: an input starting so names a DICOMweb server (medcondense.ingest.dicomweb), not a path
+URL_SCHEMES = ("http://", "https://")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,12 @@ class Discovery:
 
     candidates: list[Candidate] = field(default_factory=list)
     rejects: list[tuple[str, str]] = field(default_factory=list)
+
+
+def is_url(text: object) -> bool:
+    """True for an input naming a DICOMweb root (``http://`` or ``https://``). Here rather than in
+    :mod:`~medcondense.ingest.dicomweb`, so that ingesting local files does not import it."""
+    return str(text).lower().startswith(URL_SCHEMES)
 
 
 def is_nifti(path: Path) -> bool:
@@ -230,7 +238,8 @@ def discover(inputs: list[str], *, skip: list[str] | None = None, mask_suffix: s
     """
     result = Discovery()
     skip_set = {Path(s).resolve() for s in skip or []}
-    seen: set[Path] = set()
+    seen: set[str] = set()
+    real_folders: dict[str, str] = {}
     for raw in inputs:
         root = Path(raw)
         if not root.exists():
@@ -251,7 +260,7 @@ def discover(inputs: list[str], *, skip: list[str] | None = None, mask_suffix: s
                 _, missing = dicomdir_files(path)
                 result.rejects.extend(missing)
                 continue
-            resolved = path.resolve()
+            resolved = _real_path(str(path), real_folders)
             if resolved in seen:
                 continue
             seen.add(resolved)
@@ -264,6 +273,19 @@ def discover(inputs: list[str], *, skip: list[str] | None = None, mask_suffix: s
              len(result.candidates), *(sum(c.kind == k for c in result.candidates) for k in KINDS),
              len(result.rejects))
     return result
+
+
+def _real_path(path: str, real_folders: dict[str, str]) -> str:
+    """``os.path.realpath(path)`` (what ``Path.resolve`` returns), with the folder part resolved
+    once per folder: a file that is not a symbolic link is its real folder plus its name, so
+    one lstat replaces an lstat of every path component for each file."""
+    if os.path.islink(path):
+        return os.path.realpath(path)
+    folder, name = os.path.split(path)
+    real = real_folders.get(folder)
+    if real is None:
+        real = real_folders[folder] = os.path.realpath(folder or ".")
+    return os.path.join(real, name)
 
 
 def _strip_nifti(name: str) -> str:

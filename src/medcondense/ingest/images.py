@@ -43,7 +43,7 @@ def sniff(path: Path) -> str | None:
     """``dicom`` for the DICM marker (whatever else the file looks like: DICOM-TIFF dual files are
     DICOM), ``image`` for a PNG/JPEG/TIFF signature, ``npz`` for a ``.npz`` zip, else None."""
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb", buffering=0) as f:  # 132 bytes, not a buffer's 8 KB (once per input file)
             head = f.read(132)
     except OSError:
         return None

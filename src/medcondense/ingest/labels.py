@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from medcondense.errors import ConfigError
+from medcondense.ingest.deid import relative_source
 
 log = logging.getLogger(__name__)
 
@@ -188,11 +189,10 @@ class KeyedSheet:
 def folder_label(path: str | Path, root: str | Path) -> tuple[str, bool]:
     """Label from the first folder level under ``root``; (label, True) when the file sits directly
     in the root (the class is then the root folder's own name)."""
-    path, root = Path(path), Path(root)
     is_file, own_name, parent_name = _root_names(str(root))
     if is_file:
         return parent_name, True
-    rel = path.relative_to(root).parts if path.is_relative_to(root) else (path.name,)
+    rel = relative_source(path, root).split("/")
     if len(rel) > 1:
         return rel[0], False
     return own_name, True

@@ -41,12 +41,26 @@ def channel_stats(images: np.ndarray, rows: np.ndarray | None = None, chunk: int
         return [0.0] * c, [1.0] * c
     chunks = [index[i : i + chunk] for i in range(0, index.size, chunk)]
     count = index.size * images.shape[2] * images.shape[3]
-    total = sum(images[i].sum(axis=(0, 2, 3), dtype=np.float64) for i in chunks)
+    total = sum(_rows(images, i).sum(axis=(0, 2, 3), dtype=np.float64) for i in chunks)
     mean = total / count
-    squares = sum(np.square(images[i].astype(np.float64) - mean[None, :, None, None]).sum(axis=(0, 2, 3))
-                  for i in chunks)
+    squares = sum(_squared_deviations(_rows(images, i), mean).sum(axis=(0, 2, 3)) for i in chunks)
     std = np.sqrt(squares / count)
     return [float(v) for v in mean], [float(v) for v in std]
+
+
+def _rows(images: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``images[index]``; a view, not a copy, when ``index`` is a run of consecutive rows (the same
+    values in the same layout, so the sums above do not change by a bit)."""
+    if index.size and int(index[-1]) - int(index[0]) + 1 == index.size:
+        return images[int(index[0]) : int(index[-1]) + 1]
+    return images[index]
+
+
+def _squared_deviations(rows: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """``np.square(rows - mean)`` in float64, computed in one buffer instead of three."""
+    out = rows.astype(np.float64)
+    out -= mean[None, :, None, None]
+    return np.square(out, out=out)
 
 
 def fit(images: np.ndarray, train: np.ndarray, method: str,

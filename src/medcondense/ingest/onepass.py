@@ -10,7 +10,6 @@ later, as selected by ``--slices``.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Any, Callable, Iterable, Iterator
@@ -19,6 +18,7 @@ import numpy as np
 
 from medcondense.ingest import dicom, dicomfast
 from medcondense.ingest.resample import resample_slice
+from medcondense.runkey import content_digest
 
 
 @dataclass
@@ -33,13 +33,13 @@ class FileRead:
 
 
 def load_file(path: str) -> tuple[bytes | None, str]:
-    """A file's bytes and SHA-256, or (None, reason)."""
+    """A file's bytes and content digest (:func:`medcondense.runkey.content_digest`), or (None, reason)."""
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb", buffering=0) as f:  # one read of the whole file: no buffer between
             data = f.read()
     except OSError as exc:
         return None, f"cannot read the file ({exc.strerror or type(exc).__name__})"
-    return data, hashlib.sha256(data).hexdigest()
+    return data, content_digest(data)
 
 
 def read_file_task(args: tuple, loaded: tuple[bytes | None, str] | None = None) -> FileRead | tuple[str, str]:

@@ -16,7 +16,7 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -24,15 +24,18 @@ from medcondense import interrupts, store
 from medcondense.atomic import atomic_path
 from medcondense.config import IngestConfig, config_to_dict, default_data_path
 from medcondense.errors import ConfigError, NoUsableInputError
-from medcondense.ingest import deid, dicom, dicomweb, labels, normalize, onepass, split
+from medcondense.ingest import deid, dicom, labels, normalize, onepass, split
 from medcondense.ingest import images as plain_images
 from medcondense.ingest import npz as npz_files
 from medcondense.ingest import protocol as proto
 from medcondense.ingest import window as win
-from medcondense.ingest.discover import Candidate, Discovery, discover, mask_for
+from medcondense.ingest.discover import Candidate, Discovery, discover, is_url, mask_for
 from medcondense.ingest.nifti import NiftiVolume, fill_nonfinite, load_canonical, mask_slices, plane_spacing, take_slice
 from medcondense.ingest.resample import resample_slice
-from medcondense.runkey import hdf5_record, skip_if_done
+from medcondense.runkey import file_digest, hdf5_record, skip_if_done
+
+if TYPE_CHECKING:  # imported where DICOMweb inputs are read: local ingests never load it
+    from medcondense.ingest import dicomweb
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +249,7 @@ class Context:
     protocol: proto.Protocol | None = None
     decoded: dict[str, onepass.FileRead] = field(default_factory=dict)  # images read with the header
     class_order: list[str] | None = None  # class index order an input dictates (npz), else sorted names
-    digests: dict[str, str] = field(default_factory=dict)  # path -> SHA-256 of the file (run key)
+    digests: dict[str, str] = field(default_factory=dict)  # path -> content digest of the file (run key)
 
 
 # ------------------------------------------------------------------------------ workers
@@ -337,12 +340,21 @@ def mapper(workers: int) -> Iterator[Callable[..., Iterable[Any]]]:
 def stop_pool(pool: ProcessPoolExecutor) -> None:
     """Cancel queued work and end the worker processes now (not after their current file)."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
+    # (taken before shutdown(), which drops the pool's reference to its result queue)
+    result_writer = getattr(getattr(pool, "_result_queue", None), "_writer", None)
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         if process.is_alive():
             process.terminate()
     for process in processes:
         process.join(timeout=10)
+    # A worker terminated half-way through sending its result leaves part of a message in the
+    # result pipe; the pool's manager thread then waits in recv() for bytes that never come, and
+    # Python's exit joins that thread forever (seen under load: SIGTERM, then no exit). The dead
+    # workers' write ends closed with them; closing ours turns that wait into end-of-file, so the
+    # manager thread marks the pool broken and ends.
+    if result_writer is not None:
+        result_writer.close()
 
 
 # ------------------------------------------------------------------------------ steps
@@ -368,7 +380,7 @@ def file_facts(ctx: Context, path: str, root: str, tag_label: str | None,
         return row.label, row
     if tag_label is not None:
         return tag_label, None
-    if dicomweb.is_url(root):  # no folders on a server to fall back on
+    if is_url(root):  # no folders on a server to fall back on
         ctx.rejects.add(path, f"no {ctx.config.label_tag} value to take the label from")
         return None
     label, in_root = labels.folder_label(path, root)
@@ -389,7 +401,7 @@ def patient_of(ctx: Context, header: dicom.Header) -> str:
 
 
 def source_of(ctx: Context, path: str, root: str) -> str:
-    if dicomweb.is_url(root):  # a DICOMweb instance: its locator is UIDs, always hashed
+    if is_url(root):  # a DICOMweb instance: its locator is UIDs, always hashed
         return deid.keyed_hash(path, "path", ctx.secret)
     rel = deid.relative_source(path, root)
     return deid.keyed_hash(rel, "path", ctx.secret) if ctx.config.hash_paths else rel
@@ -421,6 +433,8 @@ def ingest_dicom_unit(ctx: Context, unit: dicom.Unit) -> None:
     facts = {h.path: file_facts(ctx, h.path, h.root, h.label, h) for h, _ in jobs}
     todo = [(t, h, idx) for t, (h, idx) in zip(tasks, jobs) if facts[h.path] is not None]
     if first.source is not None:  # DICOMweb: retrieved in bounded batches
+        from medcondense.ingest import dicomweb
+
         results = dicomweb.batched(ctx.mapper, dicom_task, [t for t, _, _ in todo])
     else:
         results = decoded_or_decode(ctx, todo)
@@ -606,26 +620,18 @@ def list_remote(config: IngestConfig, urls: list[str], sheet, progress) -> dicom
     if config.cache:
         log.warning("--cache keeps the retrieved DICOM files, with their patient data, in %s; "
                     "delete it when the data set is final", config.cache)
+    from medcondense.ingest import dicomweb
+
     with progress("list studies", total=None) as bar:
         return dicomweb.list_instances(urls, studies=list(config.studies), query=config.query, sheet=sheet,
                                        advance=bar.advance)
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of one file's bytes."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def run_key_of(files: list[Path], digests: dict[str, str], extra: dict[str, Any]) -> str:
-    """The run key: SHA-256 over each input file's name and content digest (in discovery order)
-    and ``extra`` (the options that change the output, and a DICOMweb listing's digest). Digests the one-pass read made are reused; the other
-    files (NIfTI, the CSV, or all of them for the no-op check) are hashed here."""
+    """The run key: SHA-256 over each input file's name and content digest (BLAKE3,
+    :func:`medcondense.runkey.content_digest`; in discovery order) and ``extra`` (the options that
+    change the output, and a DICOMweb listing's digest). Digests the one-pass read made are
+    reused; the other files (NIfTI, the CSV, or all of them for the no-op check) are hashed here."""
     import hashlib
 
     h = hashlib.sha256()
@@ -666,8 +672,12 @@ def run(config: IngestConfig) -> dict[str, Any]:
     csv_path = Path(config.labels_csv) if config.labels_csv else None
     if csv_path is not None and not csv_path.is_file():
         raise ConfigError("labels CSV not found", path=csv_path)
-    urls = [dicomweb.check_url(i) for i in config.inputs if dicomweb.is_url(i)]
-    local = [i for i in config.inputs if not dicomweb.is_url(i)]
+    urls = [i for i in config.inputs if is_url(i)]
+    if urls:  # imported only for DICOMweb inputs
+        from medcondense.ingest import dicomweb
+
+        urls = [dicomweb.check_url(u) for u in urls]
+    local = [i for i in config.inputs if not is_url(i)]
     if not urls and (config.studies or config.query or config.cache):
         raise ConfigError("--study, --query and --cache apply to DICOMweb inputs (http:// or https:// URLs)")
     manifest = labels.read_sheet(csv_path) if csv_path else None

@@ -107,7 +107,9 @@ def apply_window(values: np.ndarray, spec: WindowSpec, percentiles: tuple[float,
         raise ValueError(f"unresolved window {spec.kind!r}")
     if hi <= lo:
         return np.zeros_like(values)
-    return np.clip((values - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    out = values - lo  # float32 (numpy treats the Python floats as weak); then in place, one buffer
+    out /= hi - lo
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def invert(values: np.ndarray, spec: WindowSpec) -> np.ndarray:
