@@ -53,7 +53,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +158,7 @@ def _distill(task: str, data: Path, row: str, preset: Preset, device: str) -> tu
     from medcondense.config import DistillConfig
     from medcondense.distill import pipeline as distill_pipeline
 
-    out = data.parent / f"{row}.h5"
+    out = data.parent / f"{row}{_ipc_suffix(preset)}.h5"
     options: dict[str, Any] = dict(input=str(data), output=str(out), ipc=preset.ipc, device=device, seed=preset.seed,
                                    overwrite=True)
     if row == "random":
@@ -172,6 +172,12 @@ def _distill(task: str, data: Path, row: str, preset: Preset, device: str) -> tu
                            dp_queries=preset.dp_queries, dp_clip=preset.dp_clip)
     summary = distill_pipeline.run(DistillConfig(**options))
     return out, summary
+
+
+def _ipc_suffix(preset: Preset) -> str:
+    """File-name suffix of a cell run at another IPC than its preset's (``--ipc``): none otherwise,
+    so the preset's own cells keep their names; data and cached baselines stay shared."""
+    return "" if preset.ipc == PRESETS[preset.name].ipc else f"_ipc{preset.ipc}"
 
 
 def _delta(preset: Preset) -> float:
@@ -213,7 +219,8 @@ def _audit(task: str, data: Path, syn: Path, preset: Preset, device: str, lira: 
 def run_cell(task: str, data: Path, row: str, preset: Preset, device: str, lira: bool, note: str) -> dict:
     """Distil, evaluate and audit one row of one task."""
     started = time.process_time(), time.perf_counter()
-    cell: dict[str, Any] = {"task": task, "row": row, "preset": preset.name, "machine": _machine(device), "note": note}
+    cell: dict[str, Any] = {"task": task, "row": row, "preset": preset.name, "ipc": preset.ipc,
+                            "machine": _machine(device), "note": note}
     if row == "full":
         # the full row's MIA numbers are the loss attack's `full` artefact of the random row's audit
         syn, summary = _distill(task, data, "random", preset, device)
@@ -252,7 +259,8 @@ def markdown_table(cells: list[dict]) -> str:
         mia = c["mia"]
         dp = c.get("dp") or {}
         lines.append(
-            f"| {c['task']} | {c['row']} | {acc['mean']:.3f} ± {acc['std']:.3f} | "
+            f"| {c['task']} | {c['row']}{'' if c['row'] == 'full' else ' IPC ' + str(c.get('ipc', PRESETS[c['preset']].ipc))} | "
+            f"{acc['mean']:.3f} ± {acc['std']:.3f} | "
             f"{_ci(mia.get('set_distance'), 'auc') if c['row'] != 'full' else '(1 by definition)'} | "
             f"{_ci(mia.get('set_distance'), 'tpr_at_1pct_fpr') if c['row'] != 'full' else '-'} | "
             f"{_ci(mia.get('loss'), 'auc')} | {_ci(mia.get('loss'), 'tpr_at_1pct_fpr')} | "
@@ -274,10 +282,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tasks", nargs="+", default=None, choices=list(TASKS),
                    help="default: tiny aal_lobes4; cpu fmnist; full aal_lobes4 brodmann fmnist")
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    p.add_argument("--ipc", type=int, default=None,
+                   help="images per class instead of the preset's (cells cached apart; data and baselines shared)")
     p.add_argument("--lira", action="store_true", help="add LiRA (shadows of the preset) on dm_real and dp_eps8")
     p.add_argument("--device", default="cpu")
     p.add_argument("--workdir", type=Path, default=WORK)
-    p.add_argument("--out", type=Path, default=RESULTS / "privacy.json")
+    p.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/privacy[_ipcN].json")
     p.add_argument("--note", default="")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--report-only", action="store_true", help="only rebuild the table from the cached cells")
@@ -290,13 +300,15 @@ def main(argv: list[str] | None = None) -> int:
     from medcondense import store
 
     preset = PRESETS[args.preset]
+    if args.ipc is not None:
+        preset = replace(preset, ipc=args.ipc)
     tasks = args.tasks or {"tiny": ["aal_lobes4"], "cpu": ["fmnist"]}.get(preset.name, ["aal_lobes4", "brodmann", "fmnist"])
     cells = []
     for task in tasks:
         data = task_data(task, preset, args.workdir)
         data_hash = store.read(data).attrs.get("content_hash") or store.content_hash(store.read(data))
         for row in args.rows:
-            path = args.workdir / preset.name / task / f"cell_{row}.json"
+            path = args.workdir / preset.name / task / f"cell_{row}{_ipc_suffix(preset)}.json"
             key = cell_key(data_hash, row, preset, args.lira)
             cell = None
             if path.exists() and not args.overwrite:
@@ -312,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                 os.replace(tmp, path)
             cells.append(cell)
     table = markdown_table(cells)
+    if args.out is None:
+        args.out = RESULTS / f"privacy{_ipc_suffix(preset)}.json"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"preset": asdict(preset), "tasks": {t: TASKS[t] for t in tasks}, "cells": cells}
     tmp = args.out.with_name(args.out.name + ".tmp")
