@@ -62,6 +62,18 @@ def test_loss_attack_and_the_auc_gate(real_h5: Path, half_copies: Path, tmp_path
     again = _score(str(real_h5), str(half_copies), *FAST, "--mia", "--mia-models", "1", "--set", "score.mia_epochs=3")
     cached = json.loads(again.stdout)["syn"]["privacy"]["mia"]
     assert cached["loss"]["full"]["cached"] is True and cached["set_distance"]["noise"]["cached"] is True
+    # a set of another size (IPC) gets its own random and noise baselines, but the full model
+    # trained on the train split is the same one: not trained again
+    quarter = tmp_path / "quarter.h5"
+    copies = store.read(half_copies)
+    rows = np.arange(0, copies.n, 2)
+    store.write(quarter, store.ImageSet(images=copies.images[rows], labels=copies.labels[rows],
+                                        split=copies.split[rows], class_names=copies.class_names,
+                                        kind="synthetic", attrs={"method": "test", "ipc": 6}))
+    other = _score(str(real_h5), str(quarter), *FAST, "--mia", "--mia-models", "1", "--set", "score.mia_epochs=3")
+    assert other.exit_code == 0, other.output
+    loss = json.loads(other.stdout)["syn"]["privacy"]["mia"]["loss"]
+    assert loss["full"]["cached"] is True and loss["random"]["cached"] is False
 
 
 @pytest.mark.parametrize("args,message", [

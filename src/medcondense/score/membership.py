@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 NONMEMBER_SPLITS = {"val": store.SPLIT_VAL, "test": store.SPLIT_TEST}
 UNITS = ("auto", "patient", "image")
+#: the parts of a cached signal's key that describe the synthetic set (the full model's signal depends on none)
+SYNTHETIC_KEYS = ("ipc", "n_syn", "nets")
 SIGNAL_VERSION = 1  # bump when a signal's computation changes: old cache entries then miss
 
 
@@ -312,7 +314,10 @@ def _loss_attack(inputs, settings, game, artefacts, train_x, train_y, base, tick
                                 settings.train_aug, inputs.laterality)
             return {"scores": loss_signal(game, nets, inputs.device)}
 
-        params = {**base, "attack": "loss", "artefact": name, "models": settings.models, "epochs": epochs,
+        # the full model sees only the train split: its signal is shared by every synthetic set of
+        # the data (any IPC), so the synthetic set's size is left out of its key
+        key = {k: v for k, v in base.items() if k not in SYNTHETIC_KEYS} if name == "full" else base
+        params = {**key, "attack": "loss", "artefact": name, "models": settings.models, "epochs": epochs,
                   "train_aug": settings.train_aug, "full_steps": settings.full_steps}
         if name == "synthetic":
             signal, cached = compute(), False
