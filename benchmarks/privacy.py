@@ -30,7 +30,7 @@ Presets:
 * ``--tiny``: a smoke run for a shared 2-core CPU (one brain task at 32 px, 40 train / 40 val per
   class; DM 60 iterations; 1 eval net x 30 epochs; loss attack 1 model x 30 epochs). Minutes on an
   idle box, and the numbers are noisy: a check that the pipeline runs, not the benchmark.
-* ``--cpu``: what the shared 2-core CPU affords (about 1.5 hours, one thread): Fashion-MNIST
+* ``--cpu``: what the shared 2-core CPU affords (about 2 CPU-hours for all rows, one thread): Fashion-MNIST
   only, 200 train images a class (1,833 members after the val slice; 2,167 non-members: val and
   test), DM 300 iterations, DP-DM T = 20, evaluation 2 nets x 100 epochs, loss attack 2 models x
   100 epochs, 1,000 bootstrap resamples.
@@ -93,7 +93,7 @@ PRESETS = {
     "tiny": Preset(name="tiny", train_per_class=40, val_per_class=40, test_per_class=20, fmnist_per_class=40, ipc=10,
                    dm_iterations=60, batch_real=32, dp_queries=10, dp_clip=1.0, eval_models=1, eval_epochs=30,
                    mia_models=1, mia_epochs=30, full_steps=60, bootstrap=300, shadows=4),
-    # what the shared 2-core CPU affords in about an hour and a half: Fashion-MNIST only (more
+    # what the shared 2-core CPU affords in about two CPU-hours: Fashion-MNIST only (more
     # units than the brain tasks, so the same epsilon costs less noise), 200 train images a class
     "cpu": Preset(name="cpu", train_per_class=200, val_per_class=200, test_per_class=100, fmnist_per_class=200,
                   ipc=10, dm_iterations=300, batch_real=64, dp_queries=20, dp_clip=1.0, eval_models=2,
@@ -276,7 +276,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--tiny", dest="preset", action="store_const", const="tiny", help="smoke run (default)")
     which.add_argument("--cpu", dest="preset", action="store_const", const="cpu",
-                       help="Fashion-MNIST sized for a 2-core CPU (about 1.5 h)")
+                       help="Fashion-MNIST sized for a 2-core CPU (about 2 CPU-hours)")
     which.add_argument("--full", dest="preset", action="store_const", const="full", help="the issue's run (hours)")
     p.set_defaults(preset="tiny")
     p.add_argument("--tasks", nargs="+", default=None, choices=list(TASKS),
