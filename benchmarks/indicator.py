@@ -177,8 +177,10 @@ def measure_task(task: str, workdir: Path, settings: Settings, device: str, seed
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     data = build_data(task, folder, settings, seed)
+    # the study compares every candidate, the trained indicator too: score's default (fast) trains nothing
     scored = score.run(ScoreConfig(data=str(data), ipc=list(settings.ipcs), repeats=settings.repeats,
-                                   epochs=settings.epochs, full_steps=settings.full_steps, device=device, seed=seed))
+                                   epochs=settings.epochs, full_steps=settings.full_steps, device=device, seed=seed,
+                                   indicator="full"))
     score_seconds = time.perf_counter() - started
     rows = []
     for row in scored["ipc"]:
