@@ -99,19 +99,26 @@ def test_stage_packages_and_shared_helpers_import_no_torch() -> None:
                                              (["--help"], ["ingest", "distill", "evaluate", "score", "merge", "export"]),
                                              (["ingst"], ["ingest", "distill", "evaluate", "score", "merge", "export"])])
 def test_console_script_builds_only_the_command_it_runs(argv: list[str], built: list[str]) -> None:
-    """Start-up: typer converts each registered command before dispatching, so main() keeps only
-    the one named; help and misspelt names (typer's "Did you mean") still see every command."""
+    """Start-up: typer converts each registered command before dispatching, so main() builds only
+    the one named; help and misspelt names (typer's "Did you mean") still see every command, and
+    the shared app keeps all of them for the next command run in the same process."""
     code = (
         "import contextlib, io, sys\n"
+        "import typer.main\n"
         "from medcondense import cli\n"
-        f"sys.argv = ['medcondense', *{argv!r}]\n"
+        f"argv = {argv!r}\n"
+        "group = typer.main.get_command(cli.app_for(argv))\n"
+        "sys.argv = ['medcondense', *argv]\n"
         "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
         "    try:\n"
         "        cli.main()\n"
         "    except SystemExit:\n"
         "        pass\n"
-        "print(','.join(c.callback.__name__ for c in cli.app.registered_commands))\n"
+        "print(','.join(group.commands))\n"
+        "print(len(cli.app.registered_commands))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().split(",") == built
+    built_here, kept = result.stdout.strip().splitlines()
+    assert built_here.split(",") == built
+    assert int(kept) == 6

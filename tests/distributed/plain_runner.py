@@ -30,9 +30,6 @@ def run_one(args: list[str], cwd: str, out: Path, err: Path) -> int:
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
     here = os.getcwd()
-    # main() keeps only the invoked command in the app (a saving for a one-shot process): put the
-    # others back for the next job
-    commands = list(cli.app.registered_commands)
     with open(out, "wb") as out_file, open(err, "wb") as err_file:
         os.dup2(out_file.fileno(), 1)
         os.dup2(err_file.fileno(), 2)
@@ -47,7 +44,6 @@ def run_one(args: list[str], cwd: str, out: Path, err: Path) -> int:
             sys.stdout.flush()
             sys.stderr.flush()
             os.chdir(here)
-            cli.app.registered_commands[:] = commands
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             for fd in saved:
