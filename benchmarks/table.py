@@ -40,7 +40,9 @@ seconds per iteration), and ``dm-ref`` is the reference DM at that same wall-clo
 reaches ``iterations["dm"] / speedup`` iterations in it (the speedup, reference s/it over ours, from
 ``benchmarks/results/versus_reference.json``; 1.0 with a warning when absent), run with our DM,
 which matches the reference within noise (docs/results.md, fidelity). ``--seeds 0 1`` repeats every
-distilled cell over distillation seeds (seed 0 keeps the old cell names).
+distilled cell over distillation seeds (seed 0 keeps the old cell names). ``dm-herding`` and
+``dm-kcenter`` are our DM with ``--init herding|kcenter``: the same iterations as ``dm``, so they
+show what the start alone is worth at (nearly) equal compute.
 
     python benchmarks/table.py --quick --tasks aal10 jhu_tracts fmnist --methods dm dm-ref idm --seeds 0 1
 """
@@ -62,9 +64,12 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / "work" / "table"
 RESULTS = ROOT / "benchmarks" / "results"
-METHODS = ("dm", "dsa", "dc", "random", "herding", "kcenter", "idm", "dm-ref")
+METHODS = ("dm", "dsa", "dc", "random", "herding", "kcenter", "idm", "dm-ref", "dm-herding", "dm-kcenter")
 #: rows run at DM's wall-clock (see the module docstring): row -> the method it distils with
 EQUAL_COMPUTE = {"idm": "idm", "dm-ref": "dm"}
+#: rows that distil with another start (``--init``): row -> (method, init). They run DM's iterations: the
+#: coreset pick embeds the train split once in a random ConvNet (seconds), a few DM iterations' time
+INIT_VARIANTS = {"dm-herding": ("dm", "herding"), "dm-kcenter": ("dm", "kcenter")}
 PROBE_ITERATIONS = 3
 FULL = "full"  # the full-train-split row's method name in cells
 LOOP_METHODS = ("dc", "dsa")  # the gradient-matching methods with outer/inner loops (costly at IPC > 1)
@@ -241,12 +246,13 @@ def run_cell(task: str, data: Path, method: str, ipc: int, budget: Budget, devic
 
     seed = budget.seed if seed is None else seed
     syn = data.parent / f"{method}_ipc{ipc}{'' if seed == budget.seed else f'_seed{seed}'}.h5"
-    iterations = budget.iterations.get(method)
+    distil_method, init = INIT_VARIANTS.get(method, (EQUAL_COMPUTE.get(method, method), None))
+    iterations = budget.iterations.get(distil_method if method in INIT_VARIANTS else method)
     if method in EQUAL_COMPUTE:
         iterations = equal_compute_iterations(task, data, method, ipc, budget, device)
     started = time.perf_counter()
     summary = distill_pipeline.run(DistillConfig(
-        input=str(data), output=str(syn), method=EQUAL_COMPUTE.get(method, method), ipc=ipc, iterations=iterations,
+        input=str(data), output=str(syn), method=distil_method, ipc=ipc, iterations=iterations, init=init,
         batch_real=budget.batch_real, device=device, seed=seed, overwrite=True,
         preset="paper" if budget.name == "paper" else "quick",
     ))
