@@ -142,3 +142,29 @@ def test_coreset_init_runs_through_the_stage_for_idm(data, tmp_path):
     assert store.read(out["output"]).attrs["hyperparameters"]["init"] == "herding"
     with pytest.raises(ConfigError, match="--init herding is for synthetic methods"):
         pipeline.run(fast_config(data, tmp_path / "c.h5", "random", init="herding"))
+
+
+@pytest.mark.parametrize(("amp", "dtype"), [("bf16", torch.bfloat16), ("off", torch.float32)])
+def test_the_queue_trains_under_the_runs_amp(data, amp, dtype):
+    """The queue's training is most of an IDM iteration: it runs under the run's --amp like the
+    method's other network passes (bf16 autocast), and in float32 with --amp off."""
+    from medcondense.config import DistillConfig
+    from medcondense.distill.base import DataSpec, Hyperparameters, RealSampler
+    from medcondense.distill.idm import IDMMethod
+
+    hp = Hyperparameters(method="idm", ipc=1, iterations=2, lr_img=0.2, lr_net=0.01, batch_real=8, amp=amp)
+    hp = IDMMethod.refine(hp, DistillConfig(method="idm", ipc=1, net_queue=3), torch.device("cpu"))
+    method = IDMMethod(hp, DataSpec(1, 16, 4), torch.device("cpu"))
+    method.build_net = lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 4))
+    method.sampler = RealSampler(_train_pools(data))
+    generator = torch.Generator().manual_seed(0)
+    method.init_state(torch.zeros(4, 1, 16, 16), generator)
+    seen = []
+    for net in method.nets:
+        net[1].register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    before = [[p.clone() for p in net.parameters()] for net in method.nets]
+    method._train_queue(generator)
+    assert seen and set(seen) == {dtype}
+    assert all(p.dtype == torch.float32 for net in method.nets for p in net.parameters()), "weights stay float32"
+    trained = [any(not torch.equal(a, b) for a, b in zip(old, net.parameters())) for old, net in zip(before, method.nets)]
+    assert sum(trained) == hp.extra["train_nets"], "the queue's training steps ran"

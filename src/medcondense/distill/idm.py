@@ -168,8 +168,11 @@ class IDMMethod(Method):
                 p.requires_grad_(True)
             for _ in range(self.x["train_steps"]):
                 pick = torch.randperm(images.shape[0], generator=generator)[: self.x["train_batch"]].to(images.device)
-                logits = net(images[pick])
-                loss = F.cross_entropy(logits, labels[pick])
+                # the run's --amp, as every other network pass of the method: on a bf16 CPU this
+                # training is most of an iteration, and runs 1.6x faster (weights stay float32)
+                with autocast(self.device, self.hp.amp):
+                    logits = net(images[pick])
+                loss = F.cross_entropy(logits.float(), labels[pick])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
