@@ -42,7 +42,8 @@ reaches ``iterations["dm"] / speedup`` iterations in it (the speedup, reference 
 which matches the reference within noise (docs/results.md, fidelity). ``--seeds 0 1`` repeats every
 distilled cell over distillation seeds (seed 0 keeps the old cell names). ``dm-herding`` and
 ``dm-kcenter`` are our DM with ``--init herding|kcenter``: the same iterations as ``dm``, so they
-show what the start alone is worth at (nearly) equal compute.
+show what the start alone is worth at (nearly) equal compute; ``idm-herding`` is ``idm`` (its
+equal-compute iterations) from the herding start.
 
     python benchmarks/table.py --quick --tasks aal10 jhu_tracts fmnist --methods dm dm-ref idm --seeds 0 1
 """
@@ -64,12 +65,13 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / "work" / "table"
 RESULTS = ROOT / "benchmarks" / "results"
-METHODS = ("dm", "dsa", "dc", "random", "herding", "kcenter", "idm", "dm-ref", "dm-herding", "dm-kcenter")
+METHODS = ("dm", "dsa", "dc", "random", "herding", "kcenter", "idm", "dm-ref", "dm-herding", "dm-kcenter",
+           "idm-herding")
 #: rows run at DM's wall-clock (see the module docstring): row -> the method it distils with
 EQUAL_COMPUTE = {"idm": "idm", "dm-ref": "dm"}
 #: rows that distil with another start (``--init``): row -> (method, init). They run DM's iterations: the
 #: coreset pick embeds the train split once in a random ConvNet (seconds), a few DM iterations' time
-INIT_VARIANTS = {"dm-herding": ("dm", "herding"), "dm-kcenter": ("dm", "kcenter")}
+INIT_VARIANTS = {"dm-herding": ("dm", "herding"), "dm-kcenter": ("dm", "kcenter"), "idm-herding": ("idm", "herding")}
 PROBE_ITERATIONS = 3
 FULL = "full"  # the full-train-split row's method name in cells
 LOOP_METHODS = ("dc", "dsa")  # the gradient-matching methods with outer/inner loops (costly at IPC > 1)
@@ -236,6 +238,11 @@ def equal_compute_iterations(task: str, data: Path, method: str, ipc: int, budge
     return max(1, round(dm_iterations * speeds["dm"] / speeds["idm"]))
 
 
+def _iteration_row(method: str) -> str:
+    """The row whose iteration count ``method`` runs: an init variant runs its base method's."""
+    return INIT_VARIANTS[method][0] if method in INIT_VARIANTS else method
+
+
 def run_cell(task: str, data: Path, method: str, ipc: int, budget: Budget, device: str, note: str,
              seed: int | None = None) -> dict:
     """Distil (or pick the coreset) and evaluate one cell; the full baseline comes from evaluate's cache."""
@@ -247,9 +254,10 @@ def run_cell(task: str, data: Path, method: str, ipc: int, budget: Budget, devic
     seed = budget.seed if seed is None else seed
     syn = data.parent / f"{method}_ipc{ipc}{'' if seed == budget.seed else f'_seed{seed}'}.h5"
     distil_method, init = INIT_VARIANTS.get(method, (EQUAL_COMPUTE.get(method, method), None))
-    iterations = budget.iterations.get(distil_method if method in INIT_VARIANTS else method)
-    if method in EQUAL_COMPUTE:
-        iterations = equal_compute_iterations(task, data, method, ipc, budget, device)
+    row = _iteration_row(method)
+    iterations = budget.iterations.get(row)
+    if row in EQUAL_COMPUTE:
+        iterations = equal_compute_iterations(task, data, row, ipc, budget, device)
     started = time.perf_counter()
     summary = distill_pipeline.run(DistillConfig(
         input=str(data), output=str(syn), method=distil_method, ipc=ipc, iterations=iterations, init=init,
@@ -363,7 +371,7 @@ def _run_label(cell: dict) -> str:
     label = f"{cell['budget']}, {cell['machine']['device']}" + (f", {cell['note']}" if cell.get("note") else "")
     if cell.get("seeds"):
         label += f", seeds {','.join(map(str, cell['seeds']))} (± over seeds)"
-    if cell["method"] in EQUAL_COMPUTE and cell.get("iterations"):
+    if _iteration_row(cell["method"]) in EQUAL_COMPUTE and cell.get("iterations"):
         label += f", {cell['iterations']} it at DM's wall-clock"
     return label
 
