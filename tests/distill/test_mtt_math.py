@@ -88,7 +88,7 @@ def test_zero_steps_gives_loss_one_and_no_gradient():
     walk = walk_gradients(forward, syn, labels, lr, start, target, [])
     assert walk.loss == pytest.approx(1.0, abs=1e-15)
     assert float(walk.syn_grad.abs().max()) == 0.0 and float(walk.lr_grad) == 0.0
-    assert float(unroll_loss(forward, syn, labels, lr, start, target, [])) == pytest.approx(1.0, abs=1e-15)
+    assert float(unroll_loss(forward, syn, labels, lr, start, target, []).detach()) == pytest.approx(1.0, abs=1e-15)
 
 
 def test_forward_trajectory_takes_sgd_steps():
