@@ -69,8 +69,9 @@ METHODS = ("dm", "dsa", "dc", "random", "herding", "kcenter", "idm", "dm-ref", "
            "idm-herding")
 #: rows run at DM's wall-clock (see the module docstring): row -> the method it distils with
 EQUAL_COMPUTE = {"idm": "idm", "dm-ref": "dm"}
-#: rows that distil with another start (``--init``): row -> (method, init). They run DM's iterations: the
-#: coreset pick embeds the train split once in a random ConvNet (seconds), a few DM iterations' time
+#: rows that distil with another start (``--init``): row -> (method, init). Each runs its method's
+#: iterations (idm: its equal-compute count); the coreset pick, one pass of the train split through a
+#: random ConvNet (seconds), is not counted against it
 INIT_VARIANTS = {"dm-herding": ("dm", "herding"), "dm-kcenter": ("dm", "kcenter"), "idm-herding": ("idm", "herding")}
 PROBE_ITERATIONS = 3
 FULL = "full"  # the full-train-split row's method name in cells
