@@ -52,6 +52,16 @@ def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str, str]
     return proc.returncode, out, err
 
 
+def launch_failed(name: str, err: str, head_lines: int = 25) -> str:
+    """An assertion message for a failed launch: its whole stderr, then its first lines again.
+
+    A rank's own error comes before torchrun's failure summary, and logs that keep only a failure's
+    last lines (CI) would show nothing but the summary; repeating the head last keeps the cause.
+    """
+    head = [line for line in err.splitlines() if line.strip()][:head_lines]
+    return f"{name} failed; its stderr:\n{err}\n--- its first {len(head)} lines again ---\n" + "\n".join(head)
+
+
 def rank_codes(rc_dir: Path, nproc: int = 2) -> list[int]:
     return [int((rc_dir / f"rank{r}.rc").read_text()) for r in range(nproc)]
 

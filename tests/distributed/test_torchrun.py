@@ -16,7 +16,7 @@ import numpy as np
 
 from medcondense import store
 
-from dist_helpers import leftovers, one_json, rank_codes
+from dist_helpers import launch_failed, leftovers, one_json, rank_codes
 from torchrun_launches import Launches
 
 
@@ -29,7 +29,7 @@ def test_dm_two_ranks_equal_one_process_and_one_rank_equals_plain(launches: Laun
     document, nothing left; every rank exits 0; one rank under torchrun makes the same file."""
     done = {name: launches.result(name) for name in ("dm_two", "dm_one")}
     for name, (code, _out, err) in done.items():
-        assert code == 0, (name, err)
+        assert code == 0, launch_failed(name, err)
     folder = launches.folders["dm_two"]
     assert rank_codes(folder / "rc2") == [0, 0]
     launches.succeeded("dm_plain")
@@ -53,7 +53,7 @@ def test_dsa_two_ranks_equal_one_process(launches: Launches):
     step and every rank repeats the inner loop, and the result is bit for bit one process's.
     (Batched classes and bf16 are compared in test_distributed_unit.py, in one process.)"""
     code, _out, err = launches.result("dsa_two")
-    assert code == 0, err
+    assert code == 0, launch_failed("dsa_two", err)
     launches.succeeded("dsa_plain")
     assert np.array_equal(_images(launches.folders["dsa_plain"] / "dsa.h5"),
                           _images(launches.folders["dsa_two"] / "s2.h5"))
@@ -62,7 +62,7 @@ def test_dsa_two_ranks_equal_one_process(launches: Launches):
 def test_evaluate_two_ranks_reports_what_one_process_reports(launches: Launches):
     """Acceptance 2: --models 4 on 2 ranks = one process, on a set far from 100 % accuracy."""
     code, out2, err = launches.result("eval_two")
-    assert code == 0, err
+    assert code == 0, launch_failed("eval_two", err)
     folder = launches.folders["eval_two"]
     assert rank_codes(folder / "rc") == [0, 0]
     launches.succeeded("eval_plain")
@@ -95,7 +95,7 @@ def test_idm_two_ranks_equal_one_process(launches: Launches):
     """#14 with #17: every rank trains the same network queue from the same seed and matches its
     own classes; the factorised images are bit for bit one process's."""
     code, _out, err = launches.result("idm_two")
-    assert code == 0, err
+    assert code == 0, launch_failed("idm_two", err)
     assert rank_codes(launches.folders["idm_two"] / "rc") == [0, 0]
     launches.succeeded("idm_plain")
     one, two = store.read(launches.folders["idm_plain"] / "idm.h5"), store.read(launches.folders["idm_two"] / "i2.h5")
@@ -114,7 +114,7 @@ def test_mtt_experts_round_robin_over_two_ranks_equal_one_process(launches: Laun
     built = launches.result("mtt_two")
     (arrays, attrs), target = built["single"], built["target"]
     code, out, err = built["two"]
-    assert code == 0, err
+    assert code == 0, launch_failed("mtt_two", err)
     assert rank_codes(launches.folders["mtt_two"] / "rc") == [0, 0]
     assert one_json(out)["experts"]["built"] is True
     # the 2-rank build found expert 0 finished (an interrupted build) and trained 1 and 2, one per rank

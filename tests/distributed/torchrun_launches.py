@@ -28,7 +28,7 @@ import numpy as np
 from medcondense import store
 
 from blob_data import make_blob_set
-from dist_helpers import HERE, env, finish, torchrun
+from dist_helpers import HERE, env, finish, launch_failed, torchrun
 
 # 4 classes, 8 px, few images: an iteration takes milliseconds, start-up dominates
 DM = ["--method", "dm", "--ipc", "2", "--iterations", "20", "--batch-real", "8", "--device", "cpu", "-q"]
@@ -144,7 +144,7 @@ class Launches:
     def succeeded(self, name: str) -> Outcome:
         """A one-process reference run's outcome; it must have succeeded."""
         code, out, err = self.plain(name)
-        assert code == 0, (name, err)
+        assert code == 0, launch_failed(name, err)
         return code, out, err
 
     def result(self, name: str):
