@@ -15,6 +15,8 @@ Configurations (``--quick`` is the default):
   DC/DSA 10 iterations, batch_real 64; DC/DSA only at IPC 1 (one DC/DSA iteration at IPC 10 is
   10 outer x 50 inner loops, minutes on a CPU: ask for them explicitly with ``--loop-ipcs 1 10``);
   evaluation: 3 nets, 100 epochs with DSA augmentation; the full baseline: 1 net, 100 SGD steps.
+* ``--quick50``: the quick budget at IPC 50 only, with 500 train images a class (at 100 a class,
+  IPC 50 would be half the train split): one task and seed is 2-3 CPU-hours.
 * ``--paper``: the reference budgets, for a GPU. Brain tasks at 1000 / 300 per class, the whole
   Fashion-MNIST; DC/DSA 1000 iterations, DM 20000, batch_real 256, IPC 1, 10 and 50; evaluation
   10 nets, 1000 epochs with DSA augmentation (the reference's ``dsa`` evaluation); full baseline
@@ -106,6 +108,14 @@ BUDGETS: dict[str, Budget] = {
         name="quick", brain_train_per_class=100, brain_test_per_class=30, fmnist_train_per_class=100,
         fmnist_test_per_class=30, iterations={"dm": 50, "dc": 10, "dsa": 10}, batch_real=64, ipcs=(1, 10),
         loop_ipcs=(1,), eval_models=3, eval_epochs=100, eval_train_aug="dsa", full_steps=100,
+        full_models=1,
+    ),
+    # #17's IPC 50 cell on a CPU: the quick budget with 500 train images a class, so that IPC 50 is a
+    # tenth of the train split, not half of it (at 100 a class a random half is nearly full data)
+    "quick50": Budget(
+        name="quick50", brain_train_per_class=500, brain_test_per_class=30, fmnist_train_per_class=500,
+        fmnist_test_per_class=30, iterations={"dm": 50, "dc": 10, "dsa": 10}, batch_real=64, ipcs=(50,),
+        loop_ipcs=(), eval_models=3, eval_epochs=100, eval_train_aug="dsa", full_steps=100,
         full_models=1,
     ),
     "paper": Budget(
@@ -385,6 +395,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--quick", dest="budget", action="store_const", const="quick",
                        help="CPU budget, under an hour on 2 idle cores (default)")
+    which.add_argument("--quick50", dest="budget", action="store_const", const="quick50",
+                       help="the quick budget at IPC 50, with 500 train images a class (CPU hours)")
     which.add_argument("--paper", dest="budget", action="store_const", const="paper",
                        help="the reference budgets (1000/20000 iterations, IPC 1/10/50): needs a GPU")
     p.set_defaults(budget="quick")
