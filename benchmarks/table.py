@@ -111,8 +111,8 @@ BUDGETS: dict[str, Budget] = {
         loop_ipcs=(1,), eval_models=3, eval_epochs=100, eval_train_aug="dsa", full_steps=100,
         full_models=1,
     ),
-    # #17's IPC 50 cell on a CPU: the quick budget with 500 train images a class, so that IPC 50 is a
-    # tenth of the train split, not half of it (at 100 a class a random half is nearly full data)
+    # #17's IPC 50 cell on a CPU: the quick budget with 500 images a class (about 460 train after the
+    # validation split), so IPC 50 is about a tenth of the train split, not half of it
     "quick50": Budget(
         name="quick50", brain_train_per_class=500, brain_test_per_class=30, fmnist_train_per_class=500,
         fmnist_test_per_class=30, iterations={"dm": 50, "dc": 10, "dsa": 10}, batch_real=64, ipcs=(50,),
