@@ -17,7 +17,7 @@ Configurations (``--quick`` is the default):
   evaluation: 3 nets, 100 epochs with DSA augmentation; the full baseline: 1 net, 100 SGD steps.
 * ``--quick50``: the quick budget at IPC 50 only, with 500 train images a class (at 100 a class,
   IPC 50 would be half the train split): one task and seed of dm-ref, dm, dm-herding, idm and random
-  took about 4.5 CPU-hours, mostly evaluation (IDM's set decodes to 2,000 images).
+  took about 3 CPU-hours, mostly evaluation (IDM's set decodes to 2,000 images).
 * ``--paper``: the reference budgets, for a GPU. Brain tasks at 1000 / 300 per class, the whole
   Fashion-MNIST; DC/DSA 1000 iterations, DM 20000, batch_real 256, IPC 1, 10 and 50; evaluation
   10 nets, 1000 epochs with DSA augmentation (the reference's ``dsa`` evaluation); full baseline
