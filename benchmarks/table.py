@@ -61,7 +61,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -104,21 +104,19 @@ class Budget:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+QUICK = Budget(
+    name="quick", brain_train_per_class=100, brain_test_per_class=30, fmnist_train_per_class=100,
+    fmnist_test_per_class=30, iterations={"dm": 50, "dc": 10, "dsa": 10}, batch_real=64, ipcs=(1, 10),
+    loop_ipcs=(1,), eval_models=3, eval_epochs=100, eval_train_aug="dsa", full_steps=100,
+    full_models=1,
+)
+
 BUDGETS: dict[str, Budget] = {
-    "quick": Budget(
-        name="quick", brain_train_per_class=100, brain_test_per_class=30, fmnist_train_per_class=100,
-        fmnist_test_per_class=30, iterations={"dm": 50, "dc": 10, "dsa": 10}, batch_real=64, ipcs=(1, 10),
-        loop_ipcs=(1,), eval_models=3, eval_epochs=100, eval_train_aug="dsa", full_steps=100,
-        full_models=1,
-    ),
+    "quick": QUICK,
     # #17's IPC 50 cell on a CPU: the quick budget with 500 images a class (about 460 train after the
     # validation split), so IPC 50 is about a tenth of the train split, not half of it
-    "quick50": Budget(
-        name="quick50", brain_train_per_class=500, brain_test_per_class=30, fmnist_train_per_class=500,
-        fmnist_test_per_class=30, iterations={"dm": 50, "dc": 10, "dsa": 10}, batch_real=64, ipcs=(50,),
-        loop_ipcs=(), eval_models=3, eval_epochs=100, eval_train_aug="dsa", full_steps=100,
-        full_models=1,
-    ),
+    "quick50": replace(QUICK, name="quick50", brain_train_per_class=500, fmnist_train_per_class=500, ipcs=(50,),
+                       loop_ipcs=()),
     "paper": Budget(
         name="paper", brain_train_per_class=1000, brain_test_per_class=300, fmnist_train_per_class=None,
         fmnist_test_per_class=None, iterations={"dm": 20000, "dc": 1000, "dsa": 1000}, batch_real=256,
