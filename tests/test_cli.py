@@ -122,3 +122,31 @@ def test_console_script_builds_only_the_command_it_runs(argv: list[str], built: 
     built_here, kept = result.stdout.strip().splitlines()
     assert built_here.split(",") == built
     assert int(kept) == 6
+
+
+def test_stage_import_pauses_the_collector_and_freezes_what_it_loaded(tmp_path, monkeypatch) -> None:
+    """A stage's first import runs with the cyclic GC off; afterwards the collector is back on and
+    the module's objects sit in the permanent generation. A failing import leaves the GC as it was."""
+    import gc
+
+    from medcondense import cli
+
+    (tmp_path / "stage_probe.py").write_text(
+        "import gc\nCOLLECTING = gc.isenabled()\nTABLE = [{'n': i} for i in range(1000)]\n")
+    (tmp_path / "stage_broken.py").write_text("raise ImportError('broken stage')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert gc.isenabled()
+    frozen = gc.get_freeze_count()
+    try:
+        module = cli._import_stage("stage_probe")
+        assert module.COLLECTING is False
+        assert gc.isenabled()
+        assert gc.get_freeze_count() >= frozen + 1000
+        assert cli._import_stage("stage_probe") is module  # imported once
+        with pytest.raises(ImportError, match="broken stage"):
+            cli._import_stage("stage_broken")
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
+        sys.modules.pop("stage_probe", None)
+        sys.modules.pop("stage_broken", None)
