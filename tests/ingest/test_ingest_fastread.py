@@ -12,7 +12,7 @@ from ingest_helpers import make_dataset, write_series
 
 from medcondense import store
 from medcondense.ingest import dicom, dicomfast, onepass, pipeline
-from medcondense.ingest.resample import resample_slice
+from medcondense.ingest.resample import block_mean, resample_slice
 
 
 def bundled_files() -> list[Path]:
@@ -89,6 +89,27 @@ def test_integer_block_mean_with_the_lut_after_it_equals_the_float_path() -> Non
     identity, _ = resample_slice(square, (0.5, 0.5), 16, rescale=(1.0, -1024.0))  # no SimpleITK call
     expected = square.reshape(16, 4, 16, 4).mean(axis=(1, 3)) - 1024.0
     assert np.allclose(identity, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype, factor", [
+    (np.int16, 8), (np.int16, 22), (np.int16, 23), (np.uint16, 16), (np.uint16, 17),
+    (np.uint8, 4), (np.int32, 2), (np.bool_, 3),
+])
+def test_block_sums_are_exact_at_the_extremes_of_the_pixel_type(dtype, factor) -> None:
+    """The float32 matrix-vector path (taken while every sum stays below 2**24) and the integer
+    path both give the exact block sums, to the bit, at the smallest and largest pixel values."""
+    rng = np.random.default_rng(factor)
+    if dtype is np.bool_:
+        raw = rng.integers(0, 2, size=(2 * factor, 3 * factor)).astype(bool)
+    else:
+        info = np.iinfo(dtype)
+        raw = rng.choice(np.array([info.min, info.max, info.min + 1, info.max - 1, 0], dtype=dtype),
+                         size=(2 * factor, 3 * factor))
+        raw[:factor, :factor] = info.max  # the largest and the smallest possible block sums
+        raw[factor:, :factor] = info.min
+    exact = raw.astype(np.int64).reshape(2, factor, 3, factor).sum(axis=(1, 3))
+    expected = exact.astype(np.float32) * np.float32(1.0 / (factor * factor))
+    assert np.array_equal(block_mean(raw, factor), expected)
 
 
 def test_one_pass_ingest_equals_the_pydicom_path(tmp_path: Path, config, monkeypatch) -> None:

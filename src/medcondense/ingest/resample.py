@@ -8,7 +8,8 @@ by 2x or more they are first block-averaged by the integer factor (an area anti-
 cheaper than a Gaussian on a 512x512 slice). Masks use nearest neighbour. SimpleITK runs one
 thread per process: slices are small, and ``--workers`` parallelizes across files instead.
 
-Speed: the block mean sums integer pixels as integers (then one float32 multiply), and the
+Speed: the block mean sums integer pixels exactly (rows as integers, then the short column runs
+as one float32 matrix-vector product while every sum stays below 2**24), and the
 modality LUT (slope, intercept), being linear, is applied after it to the small image
 (``rescale=``). When the block-mean grid already is the output grid (a square slice shrunk by
 an integer factor, the common 512 -> 64 case) the linear resampling would return its input, so
@@ -41,29 +42,37 @@ def block_mean(arr: np.ndarray, factor: int, rescale: tuple[float, float] = (1.0
         arr = np.pad(arr, ((0, pad[0]), (0, pad[1])), mode="edge")
     r, c = arr.shape
     if arr.dtype.kind in "iub":
-        acc = np.int64 if arr.dtype.itemsize >= 4 or factor > 128 else np.int32
+        sums = _integer_block_sums(arr, factor)
     else:
         acc = np.float32 if arr.dtype != np.float64 else np.float64
-    if arr.dtype.kind in "iub":
-        sums = _integer_block_sums(arr, factor, acc)
-    else:
         sums = arr.reshape(r // factor, factor, c).sum(axis=1, dtype=acc)
         sums = sums.reshape(r // factor, c // factor, factor).sum(axis=2, dtype=acc)
     slope, intercept = rescale
-    out = sums.astype(np.float32)
+    out = sums.astype(np.float32, copy=False)  # sums is a new array: scaled in place
     out *= np.float32(slope / (factor * factor))
     if intercept:
         out += np.float32(intercept)
     return out
 
 
-def _integer_block_sums(arr: np.ndarray, factor: int, acc: type) -> np.ndarray:
+def _integer_block_sums(arr: np.ndarray, factor: int) -> np.ndarray:
     """Exact ``factor x factor`` block sums of an integer image whose sides are multiples of
-    ``factor``: numpy's row reduction, then ``factor`` strided column additions in place (numpy's
-    reduction over a short inner axis takes twice as long on a 512 x 512 int16 slice; integer
-    sums do not depend on the order)."""
+    ``factor``.
+
+    Rows first: numpy's integer reduction over ``factor`` rows (contiguous, vectorised). Then the
+    runs of ``factor`` columns, where numpy's reduction over a short inner axis is slow: when no
+    sum can reach 2**24 (16-bit pixels up to 22 x 22 blocks), as one float32 matrix-vector product
+    with a vector of ones (float32 holds those integers exactly, so the order of the additions
+    does not matter; ≈ 3x faster on a 512 x 512 slice); otherwise as ``factor`` strided integer
+    additions in place. Returns float32 in the first case, integers in the second.
+    """
     r, c = arr.shape
+    acc = np.int64 if arr.dtype.itemsize >= 4 or factor > 128 else np.int32
     rows = arr.reshape(r // factor, factor, c).sum(axis=1, dtype=acc)
+    largest = 1 if arr.dtype.kind == "b" else max(-int(np.iinfo(arr.dtype).min), int(np.iinfo(arr.dtype).max))
+    if factor * factor * largest < 2**24:
+        runs = rows.astype(np.float32).reshape(r // factor, c // factor, factor)
+        return runs @ np.ones(factor, dtype=np.float32)
     cols = rows.reshape(r // factor, c // factor, factor)
     out = cols[..., 0].copy()
     for k in range(1, factor):
