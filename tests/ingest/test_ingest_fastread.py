@@ -160,3 +160,27 @@ def test_light_values_decode_as_pydicom_gives_them(raw: bytes, vr: str, value) -
 def test_light_values_it_cannot_decode_go_to_pydicom(raw: bytes, vr: str) -> None:
     with pytest.raises(dicomfast.NotLight):
         dicomfast._decode(raw, vr)
+
+
+def test_a_plain_ct_folder_loads_only_what_it_reads(tmp_path: Path) -> None:
+    """The light path's start-up (issue #16): ingesting uncompressed CT slices to a size they
+    shrink to by an integer factor imports neither pydicom nor SimpleITK, nor the readers of
+    other inputs (NIfTI, npz, protocols, DICOMweb), nor rich with --json."""
+    import subprocess
+    import sys
+
+    write_series(tmp_path / "in" / "c0", n=3, rows=32, cols=32)
+    code = (
+        "import sys\n"
+        "from medcondense.cli import main\n"
+        f"sys.argv = ['medcondense', 'ingest', {str(tmp_path / 'in')!r}, '-o', {str(tmp_path / 'd.h5')!r},"
+        " '--size', '16', '--json', '--quiet']\n"
+        "try:\n    main()\nexcept SystemExit as done:\n    assert done.code in (0, None), done.code\n"
+        "print('loaded:' + ','.join(sorted(m for m in sys.modules if m.split('.')[0] in ('pydicom', 'SimpleITK', 'nibabel', 'rich')"
+        " or m in ('medcondense.ingest.nifti', 'medcondense.ingest.npz', 'medcondense.ingest.protocol',"
+        " 'medcondense.ingest.dicomweb'))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "d.h5").is_file()
+    assert result.stdout.strip().splitlines()[-1] == "loaded:"

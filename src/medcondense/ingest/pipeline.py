@@ -26,16 +26,15 @@ from medcondense.config import IngestConfig, config_to_dict, default_data_path
 from medcondense.errors import ConfigError, NoUsableInputError
 from medcondense.ingest import deid, dicom, labels, normalize, onepass, split
 from medcondense.ingest import images as plain_images
-from medcondense.ingest import npz as npz_files
-from medcondense.ingest import protocol as proto
 from medcondense.ingest import window as win
 from medcondense.ingest.discover import Candidate, Discovery, discover, is_url, mask_for
-from medcondense.ingest.nifti import NiftiVolume, fill_nonfinite, load_canonical, mask_slices, plane_spacing, take_slice
 from medcondense.ingest.resample import resample_slice
 from medcondense.runkey import file_digest, hdf5_record, skip_if_done
 
-if TYPE_CHECKING:  # imported where DICOMweb inputs are read: local ingests never load it
+if TYPE_CHECKING:  # imported where their inputs are read: a DICOM folder loads none of them
     from medcondense.ingest import dicomweb
+    from medcondense.ingest import protocol as proto
+    from medcondense.ingest.nifti import NiftiVolume
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +259,8 @@ def dicom_task(args: tuple) -> tuple[list[np.ndarray], float] | str:
 
     Returns ([C, size, size] float32 per frame in modality units, output spacing) or a reason.
     """
+    from medcondense.ingest.nifti import fill_nonfinite
+
     path, frames, spacing, size, target, channels = args
     try:
         arr = dicom.read_frames(path, frames)
@@ -283,6 +284,8 @@ def dicom_task(args: tuple) -> tuple[list[np.ndarray], float] | str:
 
 def nifti_task(args: tuple) -> list[NiftiVolume] | str:
     """Worker: slice one NIfTI file (and its optional mask) into small resampled images."""
+    from medcondense.ingest.nifti import NiftiVolume, fill_nonfinite, load_canonical, mask_slices, plane_spacing, take_slice
+
     path, mask_path, axis, slices, size, target, channels = args
     try:
         img = load_canonical(path)
@@ -663,6 +666,8 @@ def run(config: IngestConfig) -> dict[str, Any]:
     started = time.time()
     protocol = None
     if config.protocol:
+        from medcondense.ingest import protocol as proto
+
         protocol = proto.load(config.protocol)
         config = proto.apply(config, protocol)
     options = check_options(config)
@@ -729,9 +734,12 @@ def run(config: IngestConfig) -> dict[str, Any]:
             if pictures:
                 plain_images.ingest_images(ctx, pictures)
                 bar.advance()
-            for candidate in arrays:
-                ctx.class_order = npz_files.ingest_npz(ctx, candidate)
-                bar.advance()
+            if arrays:
+                from medcondense.ingest import npz as npz_files
+
+                for candidate in arrays:
+                    ctx.class_order = npz_files.ingest_npz(ctx, candidate)
+                    bar.advance()
         ctx.decoded.clear()
     run_key = run_key_of(files, ctx.digests, extra)
     if ctx.anonymous:
