@@ -184,3 +184,16 @@ def test_a_plain_ct_folder_loads_only_what_it_reads(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "d.h5").is_file()
     assert result.stdout.strip().splitlines()[-1] == "loaded:"
+
+
+def test_a_light_dataset_refuses_keywords_it_does_not_read(tmp_path: Path) -> None:
+    """A keyword outside the light reader's table is never answered (as absent or otherwise):
+    the file goes to pydicom. Known keywords answer, present or absent."""
+    ds = make_dataset(np.zeros((4, 4), dtype=np.int16))
+    ds.save_as(tmp_path / "a.dcm", enforce_file_format=True)
+    light = dicomfast.parse((tmp_path / "a.dcm").read_bytes())
+    assert light.get("Rows") == 4 and light.get("NumberOfFrames", 1) == 1
+    assert "FloatPixelData" not in light
+    for ask in (lambda: light.get("PatientName"), lambda: "PatientName" in light, lambda: light.PatientName):
+        with pytest.raises(dicomfast.NotLight, match="PatientName"):
+            ask()

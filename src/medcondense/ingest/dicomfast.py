@@ -75,6 +75,7 @@ HEAVY_TAGS = {
 # keywords a light file never holds (their absence is certain: HEAVY_TAGS sends such files away)
 ABSENT = {"SharedFunctionalGroupsSequence", "FloatPixelData", "DoubleFloatPixelData", "ModalityLUTSequence"}
 _BY_TAG = {tag: (keyword, vr) for keyword, (tag, vr) in KNOWN.items()}
+_ANSWERABLE = frozenset(KNOWN) | ABSENT  # keywords a light dataset can answer for, present or not
 
 
 class NotLight(Exception):
@@ -96,7 +97,7 @@ class LightDataset:
         self._data = data
 
     def _check(self, keyword: str) -> None:
-        if keyword not in KNOWN and keyword not in ABSENT:
+        if keyword not in _ANSWERABLE:
             raise NotLight(f"keyword {keyword} is not read by the light reader")
 
     def __contains__(self, keyword: object) -> bool:
@@ -104,8 +105,10 @@ class LightDataset:
         return keyword in self._values
 
     def get(self, keyword: str, default: Any = None) -> Any:
+        if keyword in self._values:  # only known keywords are stored: no check (~25 calls a file)
+            return self._values[keyword]
         self._check(keyword)
-        return self._values.get(keyword, default)
+        return default
 
     def __getattr__(self, keyword: str) -> Any:
         if keyword.startswith("_"):
@@ -132,7 +135,8 @@ class LightDataset:
         arr = np.frombuffer(self._data, dtype=dtype, count=rows * cols, offset=offset).reshape(rows, cols)
         if stored < bits:  # as pydicom: ignore the unused high bits (sign-extending signed values)
             shift = bits - stored
-            arr = np.right_shift(np.left_shift(arr, shift), shift)
+            arr = np.left_shift(arr, shift)  # a new array (the file's bytes are read-only) ...
+            np.right_shift(arr, shift, out=arr)  # ... shifted back in place
         return arr
 
     @property
