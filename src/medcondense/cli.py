@@ -181,7 +181,7 @@ def _import_stage(module: str) -> Any:
     in later full collections. So collection waits until the import is done, and the new objects
     then go to the permanent generation (:func:`gc.freeze`), which collections skip. In a 500-slice
     ingest the collections' time fell from 16-17 to 11-12 ms (docs/results.md, "Ingest against
-    dcm2niix"); a long distill run, whose torch import is larger, is spared more.
+    dcm2niix"); the other stages import torch the same way (not measured there).
     """
     if module in sys.modules:
         return sys.modules[module]
