@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from fresh_interpreter import modules_loaded_after
 
 from medcondense import __version__
 from medcondense.store import SCHEMA
@@ -37,14 +38,6 @@ def test_version() -> None:
     assert result.returncode == 0 and result.stdout.strip() == f"medcondense {__version__}"
 
 
-def _modules_loaded_after(code: str, modules: tuple[str, ...]) -> list[str]:
-    """Which of ``modules`` a fresh interpreter has imported after running ``code``."""
-    probe = code + f"\nimport sys\nprint(','.join(m for m in {modules!r} if m in sys.modules))\n"
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return [m for m in result.stdout.strip().split(",") if m]
-
-
 def test_help_imports_no_heavy_library() -> None:
     code = (
         "from typer.testing import CliRunner\n"
@@ -53,7 +46,7 @@ def test_help_imports_no_heavy_library() -> None:
         "    args = ['--help'] if stage is None else [stage, '--help']\n"
         "    assert CliRunner().invoke(app, args).exit_code == 0\n"
     )
-    assert _modules_loaded_after(code, ("torch", "SimpleITK", "pydicom", "nibabel", "h5py", "matplotlib")) == []
+    assert modules_loaded_after(code, ("torch", "SimpleITK", "pydicom", "nibabel", "h5py", "matplotlib")) == []
 
 
 def test_schema_version_is_pinned() -> None:
@@ -85,14 +78,14 @@ def test_stage_on_a_file_that_is_not_ours_exits_3(tmp_path) -> None:
 def test_distill_and_evaluate_import_no_image_io_library() -> None:
     # They run on GPU machines that may lack pydicom, SimpleITK and nibabel (DESIGN.md).
     code = "import medcondense.distill.pipeline, medcondense.evaluate.pipeline, medcondense.score.pipeline"
-    assert _modules_loaded_after(code, ("pydicom", "SimpleITK", "nibabel")) == []
+    assert modules_loaded_after(code, ("pydicom", "SimpleITK", "nibabel")) == []
 
 
 def test_stage_packages_and_shared_helpers_import_no_torch() -> None:
     # Package __init__s are docstrings and runkey is plain hashing: the CLI and score can read
     # them without paying for torch; only the stage modules (<stage>/pipeline.py) load it.
     code = "import medcondense.evaluate, medcondense.score, medcondense.distill, medcondense.runkey"
-    assert _modules_loaded_after(code, ("torch", "h5py", "matplotlib")) == []
+    assert modules_loaded_after(code, ("torch", "h5py", "matplotlib")) == []
 
 
 @pytest.mark.parametrize(("argv", "built"), [(["ingest", "--help"], ["ingest"]),
