@@ -15,10 +15,12 @@ about 0.1 CPU s more; ``--no-compile`` measures that case.
 
 Each command runs ``--repeats`` times, the tools alternating, and the median is reported: on a
 shared machine single runs swing with other people's load (``load_average`` is recorded). The
-table gives the ratio to dcm2niix in slices per second (the goal), of the medians and of each
-tool's fastest run (an estimate for an otherwise idle machine: other jobs only ever add time),
-and in slices per CPU second (steadier under load, where wall time mostly measures the share of
-the cores a process got).
+table gives the ratio to dcm2niix in slices per second (the goal): of the medians; paired (the
+median over rounds of the ratio within one round of the alternation, which cancels the host's
+drift from minute to minute; ``pairs_at_goal`` is the share of rounds at the goal); of each
+tool's fastest run (an estimate for an otherwise idle machine: other jobs only ever add time);
+and in slices per CPU second (on a virtual machine CPU time also counts the time the host took
+the core away, so it tracks wall time).
 Peak memory is the largest resident set of the command and its worker processes (the
 ``RUSAGE_CHILDREN`` maximum of a small wrapper process that runs only that command).
 
@@ -194,6 +196,11 @@ def summarize(record: dict, slices: int) -> None:
         # the fastest run of each: near what an otherwise idle machine gives (other jobs only add
         # time; on our shared 2-core box one command's runs spread over 0.5-0.9 s in one benchmark)
         cell["best_ratio_to_dcm2niix"] = round(ref["best_seconds"] / cell["best_seconds"], 3) if ref else None
+        # run i of each tool ran back to back (the tools alternate), so the ratio within a pair
+        # cancels the minute-to-minute drift of the host that the ratio of medians keeps
+        pairs = [d["seconds"] / r["seconds"] for r, d in zip(cell["runs"], ref["runs"])] if ref else []
+        cell["paired_ratio_to_dcm2niix"] = round(statistics.median(pairs), 3) if pairs else None
+        cell["pairs_at_goal"] = round(sum(p >= GOAL_RATIO for p in pairs) / len(pairs), 2) if pairs else None
 
 
 def print_table(record: dict, slices: int) -> None:
@@ -203,14 +210,15 @@ def print_table(record: dict, slices: int) -> None:
     compiled = "" if record["settings"].get("bytecode_compiled", True) else ", no bytecode cache"
     table = Table(title=f"ingest: {slices} slices 512x512 -> 64 px, whole process, median of "
                         f"{record['settings']['repeats']}{compiled} (goal: serial >= {GOAL_RATIO:.1f}x dcm2niix)")
-    for col in ("command", "seconds", "slices/s", "x dcm2niix", "best run s", "x dcm2niix (best runs)", "CPU s",
-                "x dcm2niix (CPU)", "peak RSS MB", "load"):
+    for col in ("command", "seconds", "slices/s", "x dcm2niix", "x dcm2niix (paired)", "best run s",
+                "x dcm2niix (best runs)", "CPU s", "x dcm2niix (CPU)", "peak RSS MB", "load"):
         table.add_column(col, justify="right")
     for name, cell in record["cells"].items():
-        ratios = [cell.get(key) for key in ("ratio_to_dcm2niix", "best_ratio_to_dcm2niix", "cpu_ratio_to_dcm2niix")]
-        ratio, best, cpu_ratio = ("-" if r is None else f"{r:.2f}" for r in ratios)
+        ratios = [cell.get(key) for key in ("ratio_to_dcm2niix", "paired_ratio_to_dcm2niix", "best_ratio_to_dcm2niix",
+                                            "cpu_ratio_to_dcm2niix")]
+        ratio, paired, best, cpu_ratio = ("-" if r is None else f"{r:.2f}" for r in ratios)
         loads = [r["load_average"] for r in cell["runs"]]
-        table.add_row(name, f"{cell['median_seconds']:.3f}", f"{cell['slices_per_s']:.0f}", ratio,
+        table.add_row(name, f"{cell['median_seconds']:.3f}", f"{cell['slices_per_s']:.0f}", ratio, paired,
                       f"{cell['best_seconds']:.3f}", best, f"{cell['median_cpu_seconds']:.2f}", cpu_ratio,
                       f"{cell['peak_rss_mb']:.0f}", f"{min(loads):.1f}-{max(loads):.1f}")
     Console().print(table)
