@@ -74,7 +74,7 @@ PRESETS = {
                       eval_models=2, iterations={"dm": 40, "dc": 10, "idm": 10}, batch_real=16, method_max_ipc={"dc": 1}),
     # #17's study: budgets where gains are not noise (>= 100 train images a class, >= 300 test images
     # a task with 4+ classes); DM and IDM; run it once per seed (--seed 0, --seed 1, separate --out)
-    # and refit with `score --calibrate a.json b.json`. CPU hours: for a longer run or a GPU.
+    # and refit with `score --calibrate a.json --calibrate b.json -o FILE`. CPU hours: for a longer run or a GPU.
     "study": Settings(train_per_class=100, test_per_class=75, repeats=2, epochs=100, full_steps=300,
                       eval_models=2, iterations={"dm": 200, "idm": 60, "dc": 10}, batch_real=64,
                       methods=("dm", "idm")),

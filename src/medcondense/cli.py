@@ -32,7 +32,7 @@ from medcondense.config import (
     ScoreConfig,
     build_config,
 )
-from medcondense.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, AlreadyDone, MedcondenseError
+from medcondense.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, AlreadyDone, MedcondenseError
 
 class _Group(cli_values.PlainValues, typer.core.TyperGroup):
     """The command group; typer's pydantic conversion of plain option values is replaced by
@@ -477,7 +477,7 @@ def score(
     max_mia_auc: Optional[float] = typer.Option(None, "--max-mia-auc", help="Exit 5 when an attack's AUC on SYN exceeds this."),
     max_mia_tpr: Optional[float] = typer.Option(None, "--max-mia-tpr", help="Exit 5 when an attack's TPR at 1% FPR on SYN exceeds this."),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="Predictor calibration JSON [default: the shipped one]."),
-    calibrate: Optional[List[Path]] = typer.Option(None, "--calibrate", help="Refit the predictor from these benchmark result JSONs and write it to -o."),
+    calibrate: Optional[List[Path]] = typer.Option(None, "--calibrate", help="Refit the predictor from a benchmark result JSON and write it to -o; repeat for several (--calibrate a.json --calibrate b.json)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the score JSON (or, with --calibrate, the calibration) here."),
     device: Optional[str] = DeviceOpt,
     seed: Optional[int] = SeedOpt,
@@ -500,6 +500,12 @@ def score(
     """
     from medcondense.config import default_data_path
 
+    if calibrate and (data or syn):
+        # `--calibrate a.json b.json` reads b.json as DATA: refitting without it would drop it silently
+        stray = ", ".join(str(p) for p in (data, syn) if p)
+        typer.echo(f"error: with --calibrate, give each results file its own --calibrate "
+                   f"(--calibrate a.json --calibrate b.json -o FILE); not read: {stray}", err=True)
+        raise typer.Exit(EXIT_USAGE)
     cfg = _config_or_exit(lambda: build_config(
         ScoreConfig, **_common(config, sets),
         data=str(data) if data else None, syn=str(syn) if syn else None,

@@ -85,3 +85,28 @@ def test_calibrate_refits_from_benchmark_results(tmp_path: Path):
     (tmp_path / "broken.json").write_text(json.dumps({"measured": [{"dataset": "a", "ipc": 1}]}))
     with pytest.raises(ConfigError, match=r"broken\.json.*'features'"):
         predictor.calibrate([tmp_path / "broken.json"], tmp_path / "x.json")
+
+
+def test_cli_refits_from_several_results_and_refuses_the_space_separated_form(tmp_path: Path):
+    # `--calibrate a.json b.json` would read b.json as DATA; refitting from a.json alone would drop
+    # b.json without a word, so the CLI refuses it and names the file it did not read
+    import subprocess
+    import sys
+
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"measured": _measured({1: [(0.1, 0.4), (0.5, 0.2)]})}))
+    b.write_text(json.dumps({"measured": [{"dataset": "d9", "ipc": 1, "features": {"random_rel": 0.9}, "gain": 0.05}]}))
+    out = tmp_path / "cal.json"
+
+    def cli(*args: object) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "medcondense", "score", *map(str, args)],
+                              capture_output=True, text=True, timeout=120)
+
+    wrong = cli("--calibrate", a, b, "-o", out)
+    assert wrong.returncode == 2, wrong.stderr
+    assert "its own --calibrate" in wrong.stderr and str(b) in wrong.stderr and "Traceback" not in wrong.stderr
+    assert not out.exists()
+    right = cli("--calibrate", a, "--calibrate", b, "-o", out)
+    assert right.returncode == 0, right.stderr
+    data, _ = predictor.load_calibration(out)
+    assert data["per_ipc"]["1"]["n_datasets"] == 3  # two from a.json, one from b.json
