@@ -196,8 +196,8 @@ def summarize(record: dict, slices: int) -> None:
         # the fastest run of each: near what an otherwise idle machine gives (other jobs only add
         # time; on our shared 2-core box one command's runs spread over 0.5-0.9 s in one benchmark)
         cell["best_ratio_to_dcm2niix"] = round(ref["best_seconds"] / cell["best_seconds"], 3) if ref else None
-        # run i of each tool ran back to back (the tools alternate), so the ratio within a pair
-        # cancels the minute-to-minute drift of the host that the ratio of medians keeps
+        # run i of each tool ran in round i of the alternation, seconds apart, so the ratio within
+        # a round cancels the minute-to-minute drift of the host that the ratio of medians keeps
         pairs = [d["seconds"] / r["seconds"] for r, d in zip(cell["runs"], ref["runs"])] if ref else []
         cell["paired_ratio_to_dcm2niix"] = round(statistics.median(pairs), 3) if pairs else None
         cell["pairs_at_goal"] = round(sum(p >= GOAL_RATIO for p in pairs) / len(pairs), 2) if pairs else None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,9 +92,6 @@ def test_calibrate_refits_from_benchmark_results(tmp_path: Path):
 def test_cli_refits_from_several_results_and_refuses_the_space_separated_form(tmp_path: Path):
     # `--calibrate a.json b.json` would read b.json as DATA; refitting from a.json alone would drop
     # b.json without a word, so the CLI refuses it and names the file it did not read
-    import subprocess
-    import sys
-
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps({"measured": _measured({1: [(0.1, 0.4), (0.5, 0.2)]})}))
     b.write_text(json.dumps({"measured": [{"dataset": "d9", "ipc": 1, "features": {"random_rel": 0.9}, "gain": 0.05}]}))
