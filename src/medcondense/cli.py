@@ -32,7 +32,7 @@ from medcondense.config import (
     ScoreConfig,
     build_config,
 )
-from medcondense.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, AlreadyDone, MedcondenseError
+from medcondense.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, AlreadyDone, ConfigError, MedcondenseError
 
 class _Group(cli_values.PlainValues, typer.core.TyperGroup):
     """The command group; typer's pydantic conversion of plain option values is replaced by
@@ -500,12 +500,7 @@ def score(
     """
     from medcondense.config import default_data_path
 
-    if calibrate and (data or syn):
-        # `--calibrate a.json b.json` reads b.json as DATA: refitting without it would drop it silently
-        stray = ", ".join(str(p) for p in (data, syn) if p)
-        typer.echo(f"error: with --calibrate, give each results file its own --calibrate "
-                   f"(--calibrate a.json --calibrate b.json -o FILE); not read: {stray}", err=True)
-        raise typer.Exit(EXIT_USAGE)
+    _config_or_exit(lambda: _no_stray_files_with_calibrate(calibrate, data, syn))
     cfg = _config_or_exit(lambda: build_config(
         ScoreConfig, **_common(config, sets),
         data=str(data) if data else None, syn=str(syn) if syn else None,
@@ -521,6 +516,14 @@ def score(
     if cfg.data is None:
         cfg.data = str(default_data_path(str(workdir) if workdir else None))
     _run_stage("medcondense.score.pipeline", cfg, as_json=as_json, quiet=quiet, verbose=verbose)
+
+
+def _no_stray_files_with_calibrate(calibrate: Optional[List[Path]], data: Optional[Path], syn: Optional[Path]) -> None:
+    """``--calibrate a.json b.json`` reads b.json as DATA; a refit without it would drop it silently."""
+    stray = [str(p) for p in (data, syn) if p]
+    if calibrate and stray:
+        raise ConfigError("not read: with --calibrate, give each results file its own --calibrate",
+                          path=", ".join(stray), hint="--calibrate a.json --calibrate b.json -o FILE")
 
 
 # merge ----------------------------------------------------------------------------------------

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from medcondense.cli import app
 from medcondense.errors import ConfigError
 from medcondense.score import predictor
 
@@ -97,15 +97,14 @@ def test_cli_refits_from_several_results_and_refuses_the_space_separated_form(tm
     b.write_text(json.dumps({"measured": [{"dataset": "d9", "ipc": 1, "features": {"random_rel": 0.9}, "gain": 0.05}]}))
     out = tmp_path / "cal.json"
 
-    def cli(*args: object) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "medcondense", "score", *map(str, args)],
-                              capture_output=True, text=True, timeout=120)
+    def cli(*args: object):
+        return CliRunner().invoke(app, ["score", *map(str, args)])
 
     wrong = cli("--calibrate", a, b, "-o", out)
-    assert wrong.returncode == 2, wrong.stderr
-    assert "its own --calibrate" in wrong.stderr and str(b) in wrong.stderr and "Traceback" not in wrong.stderr
+    assert wrong.exit_code == 2, wrong.output
+    assert "its own --calibrate" in wrong.output and str(b) in wrong.output and "Traceback" not in wrong.output
     assert not out.exists()
     right = cli("--calibrate", a, "--calibrate", b, "-o", out)
-    assert right.returncode == 0, right.stderr
+    assert right.exit_code == 0, right.output
     data, _ = predictor.load_calibration(out)
     assert data["per_ipc"]["1"]["n_datasets"] == 3  # two from a.json, one from b.json
